@@ -214,10 +214,11 @@ class BaseStore(ABC):
 
     @abstractmethod
     def open_range(self, key: str, start: int, end: int | None) -> BinaryIO:
-        """Bytes ``start..end`` *inclusive* (HTTP ``Range`` semantics); ``end=None``: to the end.
+        """Bytes ``[start, end)`` -- *end exclusive*, like a Python slice; ``end=None``: to the end.
 
-        ``end`` past the end of the object is clipped; ``start`` at or past the end raises
-        ``InvalidRange``; a negative ``start`` or ``end < start`` raises ``ValueError``.
+        (An HTTP ``Range: bytes=a-b`` header is ``open_range(key, a, b + 1)``.) ``end`` past the
+        end of the object is clipped; ``start`` at or past the end raises ``InvalidRange``; a
+        negative ``start`` or ``end <= start`` raises ``ValueError``.
         """
 
     @abstractmethod

@@ -154,19 +154,19 @@ class LocalStore(BaseStore):
         return st.st_size
 
     def open_range(self, key: str, start: int, end: int | None) -> BinaryIO:
-        if start < 0 or (end is not None and end < start):
+        if start < 0 or (end is not None and end <= start):
             raise ValueError(f"invalid range {start}-{end}")
         f = self._open_file(key)
         try:
             total = os.fstat(f.fileno()).st_size
             if start >= total:
                 raise InvalidRange(f"range start {start} is not below the object size {total}")
-            last = total - 1 if end is None else min(end, total - 1)
+            stop = total if end is None else min(end, total)
             f.seek(start)
         except BaseException:
             f.close()
             raise
-        return io.BufferedReader(_LimitedRaw(f, last - start + 1), CHUNK_SIZE)  # type: ignore[return-value]
+        return io.BufferedReader(_LimitedRaw(f, stop - start), CHUNK_SIZE)  # type: ignore[return-value]
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -110,6 +110,7 @@ class S3Store(BaseStore):
         multipart_threshold: int = 64 * MiB,
         part_size: int = 16 * MiB,
         conditional_writes: bool = True,
+        list_page_size: int = 1000,
     ) -> None:
         if part_size < 5 * MiB:
             raise ValueError("S3 parts must be at least 5 MiB")
@@ -119,6 +120,7 @@ class S3Store(BaseStore):
         self.multipart_threshold = max(multipart_threshold, part_size)
         self.part_size = part_size
         self.conditional_writes = conditional_writes
+        self.list_page_size = list_page_size
         config = Config(
             region_name=region,
             signature_version="s3v4",
@@ -343,9 +345,9 @@ class S3Store(BaseStore):
 
     def open_range(self, key: str, start: int, end: int | None) -> BinaryIO:
         check_key(key)
-        if start < 0 or (end is not None and end < start):
+        if start < 0 or (end is not None and end <= start):
             raise ValueError(f"invalid range {start}-{end}")
-        header = f"bytes={start}-{'' if end is None else end}"
+        header = f"bytes={start}-{'' if end is None else end - 1}"  # HTTP ranges are inclusive
         with self._errors("GET", key):
             resp = self.client.get_object(Bucket=self.bucket, Key=key, Range=header)
         return io.BufferedReader(_BodyRaw(resp["Body"], key), CHUNK_SIZE)  # type: ignore[return-value]
@@ -361,7 +363,9 @@ class S3Store(BaseStore):
         check_prefix(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         with self._errors("LIST"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.list_page_size}
+            ):
                 for obj in page.get("Contents", []):
                     yield obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC)
 
