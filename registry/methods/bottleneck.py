@@ -1,0 +1,247 @@
+"""Bottleneck adapters written by us: ``houlsby``, ``pfeiffer``, ``parallel``, ``scaled_parallel``.
+
+Papers:
+
+* Houlsby et al. 2019, "Parameter-Efficient Transfer Learning for NLP" (ICML): a bottleneck
+  adapter after the attention output projection and another after the FFN output projection,
+  inserted before the residual connection + LayerNorm; the up-projection is zero-initialised
+  so that a fresh adapter is exactly the identity.
+* Pfeiffer et al. 2021, "AdapterFusion: Non-Destructive Task Composition for Transfer
+  Learning" (EACL): a single adapter after the FFN.
+* He et al. 2022, "Towards a Unified View of Parameter-Efficient Transfer Learning" (ICLR):
+  a parallel adapter next to the FFN, ``FFN(x) + s * A(x)`` (``scaled_parallel``: s = 4).
+* Rücklé et al. 2021, "AdapterDrop": ``skip_layers`` leaves the lowest k layers without
+  adapters; as the base is frozen and nothing below the lowest adapter needs a gradient,
+  autograd records no graph there and backward stops early.
+
+Adapters *wrap* existing modules (``base_layer``, like PEFT) instead of patching ``forward``:
+
+============  ==============================  =========================  =======================
+architecture  after attention (serial)        after FFN (serial)         FFN block (parallel)
+============  ==============================  =========================  =======================
+BERT/RoBERTa  ``attention.output.dense``      ``output.dense``           ``output`` (BertOutput)
+DistilBERT    ``attention.out_lin``           ``ffn.lin2``               ``ffn``
+GPT-2         ``attn.c_proj``                 ``mlp.c_proj``             ``mlp``
+Llama-style   ``self_attn.o_proj``            ``mlp.down_proj``          ``mlp``
+============  ==============================  =========================  =======================
+
+In BERT the block's dropout runs after the serial adapter (the adapter sees ``dense(x)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from registry.errors import InvalidInput
+
+#: name of the adapter submodule inside each wrapper; trainable parameters contain ``.adapter.``
+ADAPTER_ATTR = "adapter"
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+class Bottleneck(nn.Module):
+    """``up(act(down(x))) * scaling``; ``up`` starts at zero, so the output starts at zero."""
+
+    def __init__(self, dim: int, size: int, non_linearity: str, scaling: float = 1.0) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, size)  # (B, T, C) -> (B, T, m)
+        self.act = _ACTIVATIONS[non_linearity]()
+        self.up = nn.Linear(size, dim)  # (B, T, m) -> (B, T, C)
+        self.scaling = float(scaling)
+        nn.init.normal_(self.down.weight, std=1e-2)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(x))) * self.scaling
+
+
+class SerialAdapterLayer(nn.Module):
+    """Wraps a sublayer's output projection: ``h = base_layer(x); h + adapter(h)``."""
+
+    def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        h = self.base_layer(*args, **kwargs)
+        return h + self.adapter(h)
+
+
+class ParallelAdapterBlock(nn.Module):
+    """Wraps a whole FFN block whose first argument is its input: ``FFN(x) + s * A(x)``."""
+
+    def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.base_layer(x, *args, **kwargs) + self.adapter(x)
+
+
+class ParallelBertOutput(nn.Module):
+    """Wraps BERT's ``BertOutput`` (dense, dropout, LayerNorm(h + residual)); the adapter reads the
+    FFN input (``input_tensor``, the residual) and is added before the residual + LayerNorm."""
+
+    def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        b = self.base_layer
+        h = b.dropout(b.dense(hidden_states))
+        h = h + self.adapter(input_tensor)
+        return b.LayerNorm(h + input_tensor)
+
+
+@dataclass(frozen=True)
+class _LayerPoints:
+    """Dotted paths, relative to one transformer block, of the insertion points."""
+
+    attn_out: str
+    ffn_out: str
+    ffn_block: str
+    layer_norms: tuple[str, ...]
+    bert_style: bool = False
+
+
+_KINDS: dict[str, _LayerPoints] = {
+    "bert": _LayerPoints(
+        "attention.output.dense", "output.dense", "output", ("attention.output.LayerNorm", "output.LayerNorm"),
+        bert_style=True,
+    ),
+    "distilbert": _LayerPoints(
+        "attention.out_lin", "ffn.lin2", "ffn", ("sa_layer_norm", "output_layer_norm")
+    ),
+    "gpt2": _LayerPoints("attn.c_proj", "mlp.c_proj", "mlp", ("ln_1", "ln_2")),
+    "llama": _LayerPoints(
+        "self_attn.o_proj", "mlp.down_proj", "mlp", ("input_layernorm", "post_attention_layernorm")
+    ),
+}
+
+
+def _has(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def _layer_kind(layer: nn.Module) -> str | None:
+    for kind, points in _KINDS.items():
+        if all(_has(layer, p) for p in (points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms)):
+            return kind
+    return None
+
+
+def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Return the dotted name and the ModuleList of the transformer blocks of ``model``."""
+    config = getattr(model, "config", None)
+    n_layers = getattr(config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if n_layers is not None and len(module) != n_layers:
+            continue
+        if name.split(".")[-1] in ("layer", "layers", "h", "block", "blocks"):
+            return name, module
+    model_type = getattr(config, "model_type", type(model).__name__)
+    raise InvalidInput(
+        f"bottleneck adapters do not support the architecture {model_type!r} (no transformer blocks found)",
+        field="base_model",
+    )
+
+
+def bottleneck_size(hidden: int, cfg: dict[str, Any]) -> int:
+    if cfg.get("bottleneck_size") is not None:
+        return int(cfg["bottleneck_size"])
+    return max(1, hidden // int(cfg.get("reduction_factor") or 16))
+
+
+def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, attr, new)
+
+
+def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> list[nn.Parameter]:
+    """Insert the adapters of ``method`` into ``model`` in place; return the new trainable
+    parameters (adapters, plus LayerNorms of adapted layers when ``train_layer_norms``).
+
+    The base model's own parameters are not touched here (the caller freezes them).
+    """
+    if method not in ("houlsby", "pfeiffer", "parallel", "scaled_parallel"):
+        raise ValueError(method)
+    _, layers = find_layers(model)
+    config = model.config  # type: ignore[union-attr]
+    hidden = int(config.hidden_size)
+    size = bottleneck_size(hidden, cfg)
+    skip = int(cfg.get("skip_layers", 0))
+    if skip >= len(layers):
+        raise InvalidInput(
+            f"skip_layers={skip} leaves no layer with an adapter (the model has {len(layers)} layers)",
+            field="method_config.skip_layers",
+        )
+    act = cfg["non_linearity"]
+    scaling = float(cfg.get("scaling", 1.0))
+    trainable: list[nn.Parameter] = []
+    for index, layer in enumerate(layers):
+        kind = _layer_kind(layer)
+        if kind is None:
+            raise InvalidInput(
+                f"bottleneck adapters do not support the architecture {config.model_type!r} "
+                f"(block {type(layer).__name__} has no known attention/FFN output)",
+                field="base_model",
+            )
+        if index < skip:
+            continue
+        points = _KINDS[kind]
+        new_modules: list[nn.Module] = []
+        if method == "houlsby":
+            for path in (points.attn_out, points.ffn_out):
+                wrapped = SerialAdapterLayer(layer.get_submodule(path), Bottleneck(hidden, size, act))
+                _replace(layer, path, wrapped)
+                new_modules.append(wrapped.adapter)
+        elif method == "pfeiffer":
+            wrapped = SerialAdapterLayer(layer.get_submodule(points.ffn_out), Bottleneck(hidden, size, act))
+            _replace(layer, points.ffn_out, wrapped)
+            new_modules.append(wrapped.adapter)
+        else:
+            block = layer.get_submodule(points.ffn_block)
+            adapter = Bottleneck(hidden, size, act, scaling)
+            par: nn.Module = (
+                ParallelBertOutput(block, adapter) if points.bert_style else ParallelAdapterBlock(block, adapter)
+            )
+            _replace(layer, points.ffn_block, par)
+            new_modules.append(adapter)
+        for module in new_modules:
+            trainable.extend(module.parameters())
+        if cfg.get("train_layer_norms"):
+            for path in points.layer_norms:
+                trainable.extend(layer.get_submodule(path).parameters())
+    return trainable
+
+
+def check_bottleneck_supported(model: nn.Module) -> None:
+    """Raise InvalidInput naming the architecture when ``inject_bottleneck`` cannot handle it."""
+    _, layers = find_layers(model)
+    if _layer_kind(layers[0]) is None:
+        raise InvalidInput(
+            f"bottleneck adapters do not support the architecture {model.config.model_type!r}",  # type: ignore[union-attr]
+            field="base_model",
+        )

@@ -1,0 +1,492 @@
+"""The adapted model: frozen base + adapter (ours or PEFT's) + task head + tokenizer.
+
+Artifact layout written by :meth:`AdaptedModel.save` (PEFT layout):
+
+* ``adapter_config.json``: for PEFT tuner methods (``lora``, ``ia3`` and ``peft`` with a
+  non-prompt type) the PEFT config exactly as PEFT writes it, so ``PeftModel.from_pretrained``
+  loads the directory unchanged; for the others ``{"peft_type": null, ...}``. In every case our
+  metadata (method, method_config, base_model {name, sha256, ...}, task_type, labels, metadata,
+  head) lives under ``auto_mapping.adapter_registry``: ``auto_mapping`` is a free-form dict field
+  of every PEFT config, so PEFT 0.21 accepts it without a warning (an unknown top-level key
+  would be dropped with an "upgrade PEFT" warning). Read it with
+  :func:`registry.methods.read_adapter_meta`.
+* ``adapter_model.safetensors``: PEFT tuner methods: ``get_peft_model_state_dict`` (PEFT's key
+  names); bottleneck, prefix tuning and ``mam``: every trainable tensor of the backbone under
+  its module path.
+* ``head.safetensors``: ``weight`` and ``bias`` of the task head (absent for ``causal_lm``).
+
+Weights are only read with safetensors: never ``torch.load``; ``.bin`` files are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from registry.errors import BaseModelMismatch, InvalidInput
+from registry.methods import (
+    ARTIFACT_FORMAT_VERSION,
+    META_NAMESPACE,
+    TASK_TYPES,
+    read_adapter_meta,
+    validate_method_config,
+)
+from registry.methods.configs import BOTTLENECK_METHODS
+
+ENCODER_ONLY_TYPES = (
+    "bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "deberta", "deberta-v2", "mpnet",
+)
+CLASSIFICATION_TASKS = ("single_label", "text_pair")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class TaskHead(nn.Module):
+    """Masked mean pooling over the last hidden states, then one linear layer."""
+
+    def __init__(self, hidden: int, num_outputs: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, num_outputs)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (B, T, 1)
+        pooled = (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, C)
+        return self.linear(pooled)  # (B, n)
+
+
+def _check_base_dir(base_dir: Path) -> None:
+    if not (base_dir / "config.json").is_file():
+        raise InvalidInput(f"base model directory has no config.json: {base_dir}", field="base_model")
+    has_st = (base_dir / "model.safetensors").is_file() or (base_dir / "model.safetensors.index.json").is_file()
+    if not has_st:
+        pickles = sorted(p.name for p in base_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+        detail = f" (found pickled weights {pickles}, which are refused)" if pickles else ""
+        raise InvalidInput(
+            f"base model directory has no model.safetensors{detail}; weights are read only with safetensors",
+            field="base_model",
+        )
+
+
+def _check_adapter_dir(adapter_dir: Path) -> None:
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        pickles = sorted(p.name for p in adapter_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES) \
+            if adapter_dir.is_dir() else []
+        detail = f" (found pickled weights {pickles}, which are refused)" if pickles else ""
+        raise InvalidInput(f"adapter directory has no adapter_model.safetensors{detail}", field="adapter")
+
+
+def _validate_task(task_type: str, labels: list[str]) -> list[str]:
+    if task_type not in TASK_TYPES:
+        raise InvalidInput(f"unknown task type {task_type!r}; known: {', '.join(TASK_TYPES)}", field="task_type")
+    if task_type in CLASSIFICATION_TASKS:
+        if not isinstance(labels, list | tuple) or len(labels) < 2:
+            raise InvalidInput("classification needs at least two labels", field="labels")
+        if not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
+            raise InvalidInput("labels must be distinct non-empty strings", field="labels")
+        return list(labels)
+    if labels:
+        raise InvalidInput(f"task type {task_type!r} takes no labels", field="labels")
+    return []
+
+
+class AdaptedModel(nn.Module):
+    """A frozen base model with one adapter and one task head.
+
+    ``forward`` returns logits: ``(B, n_labels)`` for classification, ``(B,)`` for regression,
+    ``(B, T, V)`` for causal LM. Only adapter (and head) parameters have ``requires_grad``.
+    """
+
+    def __init__(
+        self,
+        *,
+        base: nn.Module,
+        backbone: nn.Module,
+        head: TaskHead | None,
+        tokenizer: Any,
+        task_type: str,
+        labels: list[str],
+        method: str,
+        method_config: dict[str, Any],
+        base_info: dict[str, Any],
+        peft_kind: str | None,
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.backbone = backbone
+        self.head = head
+        self.tokenizer = tokenizer
+        self.task_type = task_type
+        self.labels = labels
+        self.method = method
+        self.method_config = method_config
+        self.base_info = base_info
+        self.peft_kind = peft_kind  # "tuner", "prompt" or None
+        self.uses_token_types = int(getattr(base.config, "type_vocab_size", 0) or 0) > 1
+        self._merged = False
+
+    # ------------------------------------------------------------------ parameters
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """Trainable parameters of the backbone (adapter, and LayerNorms if configured), by name."""
+        return {n: p for n, p in self.backbone.named_parameters() if p.requires_grad}
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def total_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ forward
+
+    def tokenize(
+        self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128
+    ) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            texts,
+            pairs,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_token_type_ids=self.uses_token_types,
+        )
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.uses_token_types:
+            kwargs["token_type_ids"] = token_type_ids
+        if self.task_type == "causal_lm" and self.peft_kind != "prompt":
+            kwargs["use_cache"] = False
+        out = self.backbone(**kwargs)
+        if self.task_type == "causal_lm":
+            return out.logits  # (B, T, V)
+        assert self.head is not None
+        logits = self.head(out.last_hidden_state, attention_mask)
+        return logits.squeeze(-1) if self.task_type == "regression" else logits
+
+    def compute_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (classification; causal LM with -100 = ignored), MSE (regression)."""
+        if self.task_type == "regression":
+            return nn.functional.mse_loss(logits.float(), targets.float())
+        if self.task_type == "causal_lm":
+            shift_logits = logits[:, :-1].reshape(-1, logits.size(-1))
+            shift_labels = targets[:, 1:].reshape(-1)
+            return nn.functional.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100)
+        return nn.functional.cross_entropy(logits.float(), targets)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        texts: list[str] | list[tuple[str, str]],
+        *,
+        batch_size: int = 32,
+        max_length: int = 128,
+        max_new_tokens: int = 32,
+    ) -> list[str | float]:
+        """Label names (classification), floats (regression) or generated text (causal LM)."""
+        was_training = self.training
+        self.eval()
+        try:
+            if self.task_type == "causal_lm":
+                return [self._generate(str(t), max_new_tokens, max_length) for t in texts]
+            results: list[str | float] = []
+            for i in range(0, len(texts), batch_size):
+                chunk = texts[i : i + batch_size]
+                if self.task_type == "text_pair":
+                    if not all(isinstance(t, tuple | list) and len(t) == 2 for t in chunk):
+                        raise InvalidInput("text_pair prediction needs (text, text_pair) tuples", field="texts")
+                    enc = self.tokenize([t[0] for t in chunk], [t[1] for t in chunk], max_length=max_length)
+                else:
+                    enc = self.tokenize([str(t) for t in chunk], max_length=max_length)
+                logits = self(**enc)
+                if self.task_type == "regression":
+                    results.extend(float(x) for x in logits.float().cpu())
+                else:
+                    results.extend(self.labels[int(j)] for j in logits.argmax(-1).cpu())
+            return results
+        finally:
+            self.train(was_training)
+
+    def _generate(self, prompt: str, max_new_tokens: int, max_length: int) -> str:
+        tok = self.tokenizer
+        ids = tok(prompt, add_special_tokens=False)["input_ids"][-max_length:]
+        if tok.bos_token_id is not None:
+            ids = [tok.bos_token_id, *ids]
+        stop = {x for x in (tok.eos_token_id, tok.sep_token_id) if x is not None}
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            x = torch.tensor([ids + new], device=self.device)
+            logits = self(x, torch.ones_like(x))
+            nxt = int(logits[0, -1].argmax())
+            if nxt in stop:
+                break
+            new.append(nxt)
+        return str(tok.decode(new, skip_special_tokens=True))
+
+    # ------------------------------------------------------------------ merging
+
+    def merge(self) -> None:
+        """Fold the adapter into the base weights (LoRA, (IA)^3 and other PEFT tuner methods)."""
+        if self.peft_kind != "tuner":
+            raise InvalidInput(f"merging is not supported for method {self.method!r}", field="method")
+        if not self._merged:
+            self.backbone.merge_adapter()  # type: ignore[operator]
+            self._merged = True
+
+    def unmerge(self) -> None:
+        if self.peft_kind != "tuner":
+            raise InvalidInput(f"merging is not supported for method {self.method!r}", field="method")
+        if self._merged:
+            self.backbone.unmerge_adapter()  # type: ignore[operator]
+            self._merged = False
+
+    # ------------------------------------------------------------------ save / load
+
+    def _meta(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        import peft
+        import transformers
+
+        return {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "method": self.method,
+            "method_config": self.method_config,
+            "task_type": self.task_type,
+            "labels": self.labels,
+            "base_model": self.base_info,
+            "head": None if self.head is None else {
+                "type": "mean_pool_linear",
+                "num_outputs": self.head.linear.out_features,
+            },
+            "metadata": metadata,
+            "library": {"torch": torch.__version__, "transformers": transformers.__version__,
+                        "peft": peft.__version__},
+        }
+
+    def _adapter_state(self) -> dict[str, torch.Tensor]:
+        if self.peft_kind == "tuner":
+            from peft import get_peft_model_state_dict
+
+            state = get_peft_model_state_dict(self.backbone)
+        else:
+            state = dict(self.adapter_parameters())
+        return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+    def save(self, out_dir: Path, *, metadata: dict[str, Any]) -> list[Path]:
+        """Write the artifact into ``out_dir``; return the written files."""
+        from safetensors.torch import save_file
+
+        if self._merged:
+            raise InvalidInput("unmerge() before save()", field="adapter")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        meta = self._meta(dict(metadata))
+        config: dict[str, Any]
+        if self.peft_kind is not None:
+            pcfg = self.backbone.peft_config["default"]  # type: ignore[index]
+            config = pcfg.to_dict()
+            config = json.loads(json.dumps(config, default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
+            config["inference_mode"] = True
+            config["base_model_name_or_path"] = self.base_info.get("name")
+        else:
+            config = {"peft_type": None}
+        config["auto_mapping"] = {
+            "base_model_class": type(self.base).__name__,
+            "parent_library": type(self.base).__module__,
+            META_NAMESPACE: meta,
+        }
+        files = [out_dir / "adapter_config.json", out_dir / "adapter_model.safetensors"]
+        files[0].write_text(json.dumps(config, indent=2, sort_keys=True))
+        save_file(self._adapter_state(), str(files[1]), metadata={"format": "pt"})
+        if self.head is not None:
+            head_path = out_dir / "head.safetensors"
+            save_file(
+                {k: v.detach().cpu().contiguous().clone() for k, v in self.head.linear.state_dict().items()},
+                str(head_path),
+                metadata={"format": "pt"},
+            )
+            files.append(head_path)
+        return files
+
+    @torch.no_grad()
+    def load_adapter_weights(self, adapter_dir: Path, *, meta: dict[str, Any] | None = None) -> None:
+        """Copy an artifact's adapter and head weights into this model (same method, config,
+        task and labels). Plain safetensors reads into the existing modules: this is the fast
+        path for switching tasks on a loaded base."""
+        from safetensors.torch import load_file
+
+        adapter_dir = Path(adapter_dir)
+        _check_adapter_dir(adapter_dir)
+        meta = meta if meta is not None else read_adapter_meta(adapter_dir)
+        for key, mine in (("method", self.method), ("method_config", self.method_config),
+                          ("task_type", self.task_type), ("labels", self.labels)):
+            if meta.get(key) != mine:
+                raise InvalidInput(f"artifact {key} {meta.get(key)!r} differs from the model's {mine!r}",
+                                   field="adapter")
+        if self._merged:
+            raise InvalidInput("unmerge() before loading other weights", field="adapter")
+        device = self.device
+        state = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(device))
+        if self.peft_kind == "tuner":
+            from peft import set_peft_model_state_dict
+
+            expected = set(get_peft_keys(self))
+            if set(state) != expected:
+                raise InvalidInput(f"adapter weights do not match the method: {sorted(set(state) ^ expected)[:5]}",
+                                   field="adapter")
+            set_peft_model_state_dict(self.backbone, state)
+        else:
+            _copy_exact(self.adapter_parameters(), state)
+        if self.head is not None:
+            head_state = load_file(str(adapter_dir / "head.safetensors"), device=str(device))
+            _copy_exact(dict(self.head.linear.named_parameters()), head_state)
+
+
+def get_peft_keys(model: AdaptedModel) -> list[str]:
+    from peft import get_peft_model_state_dict
+
+    return list(get_peft_model_state_dict(model.backbone).keys())
+
+
+def _copy_exact(params: dict[str, nn.Parameter], state: dict[str, torch.Tensor]) -> None:
+    if set(params) != set(state):
+        diff = sorted(set(params) ^ set(state))[:5]
+        raise InvalidInput(f"artifact weights do not match the model (e.g. {diff})", field="adapter")
+    for name, p in params.items():
+        t = state[name]
+        if t.shape != p.shape:
+            raise InvalidInput(f"shape of {name} is {tuple(t.shape)}, expected {tuple(p.shape)}", field="adapter")
+        p.copy_(t)
+
+
+def _is_causal_capable(config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in ENCODER_ONLY_TYPES
+
+
+def build_adapted_model(
+    base_dir: Path,
+    *,
+    task_type: str,
+    labels: list[str],
+    method: str,
+    method_config: dict[str, Any],
+    base_sha256: str,
+    base_name: str | None = None,
+    device: str | torch.device = "cpu",
+) -> AdaptedModel:
+    """Load the base from ``base_dir`` (a HF directory with safetensors weights), freeze it and
+    attach a fresh adapter of ``method`` and a fresh task head."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    base_dir = Path(base_dir)
+    labels = _validate_task(task_type, labels)
+    cfg = validate_method_config(method, method_config)
+    _check_base_dir(base_dir)
+    hf_config = AutoConfig.from_pretrained(base_dir)
+    model_type = hf_config.model_type
+    causal = task_type == "causal_lm"
+    if causal and not _is_causal_capable(hf_config):
+        raise InvalidInput(f"causal_lm needs a decoder model; {model_type!r} is not one", field="task_type")
+    auto_cls = AutoModelForCausalLM if causal else AutoModel
+    base, info = auto_cls.from_pretrained(
+        base_dir, use_safetensors=True, dtype=torch.float32, output_loading_info=True
+    )
+    missing = [k for k in info.get("missing_keys", ()) if "pooler" not in k]
+    if missing:
+        raise InvalidInput(
+            f"base model weights are incomplete for {auto_cls.__name__} (missing {sorted(missing)[:3]})",
+            field="base_model",
+        )
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
+    for p in base.parameters():
+        p.requires_grad_(False)
+
+    ours: list[nn.Parameter] = []
+    backbone: nn.Module = base
+    peft_kind: str | None = None
+    if method in BOTTLENECK_METHODS:
+        from registry.methods.bottleneck import inject_bottleneck
+
+        ours = inject_bottleneck(base, method, cfg)
+    if method == "mam":
+        from registry.methods.bottleneck import inject_bottleneck
+
+        ours = inject_bottleneck(base, "scaled_parallel", {**cfg, "skip_layers": 0, "train_layer_norms": False})
+    if method in ("lora", "ia3", "prefix_tuning", "peft", "mam"):
+        from peft import get_peft_model
+
+        from registry.methods.peft_methods import is_prompt_learning, make_peft_config
+
+        peft_config = make_peft_config(method, cfg, model_type=model_type, causal=causal)
+        try:
+            backbone = get_peft_model(base, peft_config)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInput(f"{method} cannot be applied to {model_type!r}: {exc}", field="method_config") from exc
+        peft_kind = "prompt" if is_prompt_learning(method, cfg) else "tuner"
+    # One pass decides what trains: what PEFT marked trainable, plus our modules.
+    trainable_ids = {id(p) for p in backbone.parameters() if p.requires_grad} | {id(p) for p in ours}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) in trainable_ids)
+
+    hidden = int(hf_config.hidden_size)
+    head: TaskHead | None = None
+    if task_type in CLASSIFICATION_TASKS:
+        head = TaskHead(hidden, len(labels))
+    elif task_type == "regression":
+        head = TaskHead(hidden, 1)
+    base_info = {"name": base_name, "sha256": base_sha256, "model_type": model_type, "hidden_size": hidden}
+    model = AdaptedModel(
+        base=base, backbone=backbone, head=head, tokenizer=tokenizer, task_type=task_type, labels=labels,
+        method=method, method_config=cfg, base_info=base_info, peft_kind=peft_kind,
+    )
+    return model.to(device)
+
+
+def load_adapted_model(
+    base_dir: Path,
+    adapter_dir: Path,
+    *,
+    base_sha256: str | None = None,
+    device: str = "cpu",
+) -> AdaptedModel:
+    """Rebuild the model recorded in ``adapter_dir`` on the base in ``base_dir`` and load its
+    weights. Raises ``BaseModelMismatch`` when ``base_sha256`` differs from the recorded one."""
+    adapter_dir = Path(adapter_dir)
+    _check_adapter_dir(adapter_dir)
+    meta = read_adapter_meta(adapter_dir)
+    recorded = (meta.get("base_model") or {}).get("sha256")
+    if base_sha256 is not None and recorded != base_sha256:
+        raise BaseModelMismatch(
+            f"adapter was trained on base sha256 {recorded}, not {base_sha256}", field="base_sha256"
+        )
+    model = build_adapted_model(
+        base_dir,
+        task_type=meta["task_type"],
+        labels=meta["labels"],
+        method=meta["method"],
+        method_config=meta["method_config"],
+        base_sha256=recorded,
+        base_name=(meta.get("base_model") or {}).get("name"),
+        device=device,
+    )
+    model.load_adapter_weights(adapter_dir, meta=meta)
+    model.eval()
+    return model
