@@ -1,0 +1,87 @@
+"""Typed dependencies: settings, the request's session scope, the store, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+from sqlalchemy.orm import Session
+
+from registry.auth.service import Principal, authenticate, require
+from registry.db import new_session, run_after_commit
+from registry.settings import Settings
+from registry.storage import ArtifactStore
+
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
+    """The only place the API commits: after the handler returned, then after-commit work (messages)."""
+    session = new_session(settings, write=request.method not in READ_METHODS)
+    try:
+        yield session
+        session.commit()
+        run_after_commit(session)
+    except BaseException:
+        session.rollback()
+        session.info.pop("after_commit", None)
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+
+
+def get_principal(
+    session: SessionDep, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return authenticate(session, settings, authorization)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def reader(principal: PrincipalDep, settings: SettingsDep) -> Principal:
+    if not settings.public_reads:
+        require(principal, "read")
+    return principal
+
+
+def writer(principal: PrincipalDep) -> Principal:
+    require(principal, "write")
+    return principal
+
+
+def admin(principal: PrincipalDep) -> Principal:
+    require(principal, "admin")
+    return principal
+
+
+ReaderDep = Annotated[Principal, Depends(reader)]
+WriterDep = Annotated[Principal, Depends(writer)]
+AdminDep = Annotated[Principal, Depends(admin)]
+
+
+def page_limit(settings: SettingsDep, limit: Annotated[int, Query(ge=1)] = 50) -> int:
+    return min(limit, settings.max_page_size)
+
+
+LimitDep = Annotated[int, Depends(page_limit)]

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from registry.models import AdapterVersion, Alias, AliasEvent
+from registry.pagination import Page, paginate
+
+
+def get(session: Session, version_id: int) -> AdapterVersion | None:
+    return session.get(AdapterVersion, version_id)
+
+
+def get_by_number(session: Session, task_id: int, number: int) -> AdapterVersion | None:
+    return session.scalar(
+        select(AdapterVersion).where(AdapterVersion.task_id == task_id, AdapterVersion.number == number)
+    )
+
+
+def latest(session: Session, task_id: int) -> AdapterVersion | None:
+    return session.scalar(
+        select(AdapterVersion).where(AdapterVersion.task_id == task_id)
+        .order_by(AdapterVersion.number.desc()).limit(1)
+    )
+
+
+def get_alias(session: Session, task_id: int, name: str) -> Alias | None:
+    return session.scalar(select(Alias).where(Alias.task_id == task_id, Alias.name == name))
+
+
+def aliases_for_task(session: Session, task_id: int) -> list[Alias]:
+    return list(session.scalars(select(Alias).where(Alias.task_id == task_id).order_by(Alias.name)))
+
+
+def alias_events(session: Session, task_id: int, limit: int = 100) -> list[AliasEvent]:
+    return list(session.scalars(
+        select(AliasEvent).where(AliasEvent.task_id == task_id).order_by(AliasEvent.id.desc()).limit(limit)
+    ))
+
+
+def list_page(
+    session: Session,
+    *,
+    task_id: int | None = None,
+    method: str | None = None,
+    base_model_id: int | None = None,
+    dataset_id: int | None = None,
+    tag: str | None = None,
+    min_metric: float | None = None,
+    limit: int,
+    cursor: str | None,
+) -> Page[AdapterVersion]:
+    stmt = select(AdapterVersion)
+    if task_id is not None:
+        stmt = stmt.where(AdapterVersion.task_id == task_id)
+    if method:
+        stmt = stmt.where(AdapterVersion.method == method)
+    if base_model_id is not None:
+        stmt = stmt.where(AdapterVersion.base_model_id == base_model_id)
+    if dataset_id is not None:
+        stmt = stmt.where(AdapterVersion.dataset_id == dataset_id)
+    if min_metric is not None:
+        stmt = stmt.where(AdapterVersion.primary_metric >= min_metric)
+    if tag:
+        stmt = stmt.where(func.cast(AdapterVersion.tags, type_=AdapterVersion.description.type).contains(f'"{tag}"'))
+    if task_id is not None:
+        return paginate(session, stmt, sort_col=AdapterVersion.number, id_col=AdapterVersion.id, descending=True,
+                        limit=limit, cursor=cursor)
+    return paginate(session, stmt, sort_col=AdapterVersion.id, id_col=AdapterVersion.id, descending=True,
+                    limit=limit, cursor=cursor)
+
+
+def children(session: Session, version_id: int) -> list[AdapterVersion]:
+    return list(session.scalars(
+        select(AdapterVersion).where(AdapterVersion.parent_version_id == version_id).order_by(AdapterVersion.id)
+    ))
+
+
+def referenced_sha256s(session: Session) -> set[str]:
+    """Every blob that some row refers to (versions, base models, datasets); the orphan reaper keeps these."""
+    from registry.models import BaseModel, Dataset
+
+    out: set[str] = set()
+    for files in session.scalars(select(AdapterVersion.files)):
+        out.update(f["sha256"] for f in files)
+    for files in session.scalars(select(BaseModel.files)):
+        out.update(f["sha256"] for f in files)
+    for splits in session.scalars(select(Dataset.splits)):
+        out.update(s["sha256"] for s in splits.values())
+    return out
+
+
+def count(session: Session) -> int:
+    return int(session.scalar(select(func.count(AdapterVersion.id))) or 0)
+
+
+def recent(session: Session, limit: int = 10) -> list[AdapterVersion]:
+    return list(session.scalars(select(AdapterVersion).order_by(AdapterVersion.id.desc()).limit(limit)))
