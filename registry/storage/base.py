@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from registry.hashing import sha256_bytes, sha256_file, sha256_stream
 from registry.storage.errors import IntegrityFailure, ObjectExists
 from registry.storage.keys import check_key, check_sha256, sha256_of_key
 
@@ -59,22 +60,7 @@ class ArtifactStore(Protocol):
 
 
 # --------------------------------------------------------------------------- hashing helpers
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_stream(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> str:
-    h = hashlib.sha256()
-    while chunk := stream.read(chunk_size):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return sha256_stream(f)  # type: ignore[arg-type]
+# sha256_bytes / sha256_file / sha256_stream are registry.hashing's, re-exported here.
 
 
 class HashingReader(io.RawIOBase):

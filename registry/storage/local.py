@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,45 @@ class LocalStore(BaseStore):
         check_key(key)  # no "..", no absolute paths, no dot segments: stays under root
         return self.root.joinpath(*key.split("/"))
 
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, fsyncing each new entry's parent."""
+        if directory.is_dir():
+            return
+        missing = []
+        d = directory
+        while not d.is_dir():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue  # a concurrent writer made it
+            if self._fsync:
+                _fsync_dir(d.parent)
+
+    def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
+        """Delete ``.tmp-*`` files left by writers that were killed mid-write; returns the count.
+
+        Live writers finish in far less than ``older_than_s``; the orphan reaper calls this.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        if removed:
+            logger.info("removed %d stale temp files under %s", removed, self.root)
+        return removed
+
     # ---- BaseStore primitives
 
     def _existing_sha256(self, key: str) -> str | None:
@@ -98,7 +138,7 @@ class LocalStore(BaseStore):
         directory = path.parent
         tmp: str | None = None
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            self._ensure_dir(directory)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(reader, out, CHUNK_SIZE)

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
+import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -75,12 +76,8 @@ class _BodyRaw(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         try:
             data = self._body.read(len(buffer))
-        except (BotoCoreError, OSError, ValueError) as exc:
+        except (BotoCoreError, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise StorageError(f"reading {self._key!r} from S3 failed: {exc}") from exc
-        except Exception as exc:  # urllib3's ProtocolError & co. are not OSErrors
-            if type(exc).__module__.startswith("urllib3"):
-                raise StorageError(f"reading {self._key!r} from S3 failed: {exc}") from exc
-            raise
         n = len(data)
         buffer[:n] = data
         return n

@@ -647,3 +647,34 @@ def test_get_store(tmp_path: Path, s3_server: MotoServer) -> None:
     assert s3.exists("objects/gs")
     with pytest.raises(ValueError):
         get_store(SimpleNamespace(store_backend="ftp", artifact_dir=None, **common))
+
+
+def test_s3_server_killed_while_streaming_a_download(
+    moto_server_factory: Callable[..., MotoServer],
+) -> None:
+    server = moto_server_factory()
+    store = s3_store(server, bucket=server.bucket, connect_timeout=1, read_timeout=5, max_attempts=2)
+    data = os.urandom(64 * MiB)
+    key, digest = blob(data)
+    store.put_bytes(key, data, sha256=digest)
+    started = time.monotonic()
+    with pytest.raises(StorageError), store.open(key) as f:
+        f.read(MiB)
+        server.kill()
+        while f.read(MiB):
+            pass
+    assert time.monotonic() - started < 20
+
+
+def test_local_removes_stale_temp_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    data = unique()
+    key, digest = blob(data)
+    store.put_bytes(key, data, sha256=digest)
+    stale = (store.root / key).parent / ".tmp-killed-writer"
+    fresh = (store.root / key).parent / ".tmp-live-writer"
+    stale.write_bytes(b"junk")
+    fresh.write_bytes(b"in progress")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert store.remove_stale_temp_files(older_than_s=3600) == 1
+    assert not stale.exists() and fresh.exists() and store.exists(key)
