@@ -405,7 +405,7 @@ def _sigv4_query_signature(url: str, method: str, secret_key: str) -> str:
     return hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def test_presigned_url(store: ArtifactStore) -> None:
+def test_presigned_url(store: ArtifactStore, request: pytest.FixtureRequest) -> None:
     data = unique(3000)
     key, digest = blob(data)
     store.put_bytes(key, data, sha256=digest)
@@ -424,7 +424,7 @@ def test_presigned_url(store: ArtifactStore) -> None:
     # GET-only, one object only: the signature covers the method and the path. Verified
     # independently here because moto's server does not check presigned signatures (a real
     # S3/MinIO does; with REGISTRY_TEST_S3_ENDPOINT_URL the live PUT below must be refused).
-    secret = store.client._request_signer._credentials.secret_key
+    secret = request.getfixturevalue("s3_server").secret_key
     assert _sigv4_query_signature(url, "GET", secret) == params["X-Amz-Signature"]
     assert _sigv4_query_signature(url, "PUT", secret) != params["X-Amz-Signature"]
     assert _sigv4_query_signature(url, "DELETE", secret) != params["X-Amz-Signature"]
