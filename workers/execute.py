@@ -90,14 +90,14 @@ class JobLogHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.lines: list[str] = []
-        self.lock = threading.Lock()
+        self._buf_lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        with self.lock:
+        with self._buf_lock:
             self.lines.append(record.getMessage()[:500])
 
     def drain(self) -> list[str]:
-        with self.lock:
+        with self._buf_lock:
             out, self.lines = self.lines, []
         return out
 

@@ -24,7 +24,7 @@ def _integrity_headers(sha256: str) -> dict[str, str]:
             "Accept-Ranges": "bytes", "Cache-Control": "public, max-age=31536000, immutable"}
 
 
-@router.get("/api/blobs/{sha256}", response_model=None)
+@router.api_route("/api/blobs/{sha256}", methods=["GET", "HEAD"], response_model=None)
 def download_blob(
     store: StoreDep, settings: SettingsDep, _: ReaderDep, sha256: str,
     range_: Annotated[str | None, Header(alias="Range")] = None,
