@@ -168,7 +168,8 @@ class AdaptedModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self.uses_token_types:
+        if token_type_ids is not None and self.uses_token_types and self.peft_kind != "prompt":
+            # (PEFT's prompt-learning models drop token type ids anyway, with a warning)
             kwargs["token_type_ids"] = token_type_ids
         if self.task_type == "causal_lm" and self.peft_kind != "prompt":
             kwargs["use_cache"] = False

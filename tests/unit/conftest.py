@@ -36,12 +36,14 @@ def _tiny_config(arch: str, vocab: int):  # type: ignore[no-untyped-def]
         return tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=160,
                                    **common)
     if arch == "gpt2":
+        # initializer_range 0.3: a random tied LM head with std 0.02 gives near-uniform logits
+        # that no adapter can sharpen, so LM losses could hardly fall
         return tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=160, bos_token_id=2, eos_token_id=3,
-                             **common)
+                             initializer_range=0.3, **common)
     if arch == "llama":
         return tf.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                               intermediate_size=64, max_position_embeddings=160, bos_token_id=2, eos_token_id=3,
-                              **common)
+                              initializer_range=0.3, **common)
     raise ValueError(arch)
 
 

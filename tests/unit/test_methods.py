@@ -1,0 +1,406 @@
+"""Every adapter method on every supported tiny architecture (one parametrised table)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from registry.errors import BaseModelMismatch, InvalidInput  # noqa: E402
+from registry.methods import METHOD_NAMES, read_adapter_meta, validate_method_config  # noqa: E402
+
+ARCHS = ("bert", "roberta", "distilbert", "gpt2", "llama")
+NO_PREFIX = ("distilbert",)
+# method -> (config, fresh adapter is the identity, supports merge)
+METHODS: dict[str, tuple[dict[str, Any], bool, bool]] = {
+    "houlsby": ({"bottleneck_size": 8}, True, False),
+    "pfeiffer": ({}, True, False),
+    "parallel": ({}, True, False),
+    "scaled_parallel": ({"bottleneck_size": 4}, True, False),
+    "lora": ({"r": 4}, True, True),
+    "ia3": ({}, True, True),  # (IA)^3 vectors start at one
+    "prefix_tuning": ({"num_virtual_tokens": 4}, False, False),
+    "mam": ({"num_virtual_tokens": 4}, False, False),
+    "peft": ({"peft_type": "LOHA", "r": 4, "target_modules": None}, True, True),
+}
+LOHA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
+                "gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}
+
+CASES = [
+    pytest.param(method, arch, task, id=f"{method}-{arch}-{task}")
+    for method in METHODS
+    for arch in ARCHS
+    for task in (("single_label", "causal_lm") if arch in ("gpt2", "llama") else ("single_label",))
+    if not (method in ("prefix_tuning", "mam") and arch in NO_PREFIX)
+]
+assert set(METHODS) == set(METHOD_NAMES)
+
+TEXTS = ["the movie was very good", "the film was awful", "a great fun film", "this is boring",
+         "not bad", "it was very very good", "the cat sat on the mat", "i was bored"]
+POS = {"good", "great", "fun"}
+
+
+def method_config(method: str, arch: str) -> dict[str, Any]:
+    cfg = dict(METHODS[method][0])
+    if method == "peft":
+        cfg["target_modules"] = LOHA_TARGETS[arch]
+        if arch == "gpt2":  # PEFT's LoHa cannot wrap GPT-2's Conv1D (see test_unsupported_combinations)
+            cfg["peft_type"] = "LORA"
+    return cfg
+
+
+def build(tiny_models: dict[str, Path], method: str, arch: str, task: str, *, sha: str = "sha-A", **extra: Any):
+    from registry.methods.model import build_adapted_model
+
+    torch.manual_seed(0)
+    cfg = {**method_config(method, arch), **extra}
+    labels = ["neg", "pos"] if task == "single_label" else []
+    return build_adapted_model(tiny_models[arch], task_type=task, labels=labels, method=method,
+                               method_config=cfg, base_sha256=sha, base_name="tiny")
+
+
+def batch(model: Any, task: str) -> tuple[dict[str, Any], Any]:
+    if task == "causal_lm":  # a learnable LM problem: one sentence to memorise
+        enc = model.tokenize(["the cat sat on the mat and the dog sat on the sea"] * 4)
+        targets = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    else:
+        enc = model.tokenize(TEXTS)
+        targets = torch.tensor([int(any(w in t.split() for w in POS)) for t in TEXTS])
+    return enc, targets
+
+
+def backbone_output(model: Any, enc: dict[str, Any]) -> Any:
+    kwargs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if "token_type_ids" in enc and model.uses_token_types:
+        kwargs["token_type_ids"] = enc["token_type_ids"]
+    out = model.backbone(**kwargs)
+    return out.logits if model.task_type == "causal_lm" else out.last_hidden_state
+
+
+def train_steps(model: Any, task: str, n: int = 3, lr: float = 1e-2) -> list[float]:
+    enc, targets = batch(model, task)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.1)
+    model.train()
+    losses = []
+    for _ in range(n):
+        loss = model.compute_loss(model(**enc), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    model.eval()
+    return losses
+
+
+@pytest.mark.parametrize(("method", "arch", "task"), CASES)
+def test_fresh_adapter_identity(tiny_models: dict[str, Path], method: str, arch: str, task: str) -> None:
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    model = build(tiny_models, method, arch, task).eval()
+    ref_cls = AutoModelForCausalLM if task == "causal_lm" else AutoModel
+    ref = ref_cls.from_pretrained(tiny_models[arch]).eval()
+    enc, _ = batch(model, task)
+    with torch.no_grad():
+        got = backbone_output(model, enc)
+        kwargs = {k: v for k, v in enc.items() if k != "token_type_ids" or model.uses_token_types}
+        want = ref(**kwargs)
+        want = want.logits if task == "causal_lm" else want.last_hidden_state
+    assert got.shape == want.shape
+    if METHODS[method][1]:
+        assert torch.allclose(got, want, atol=1e-6, rtol=0), (got - want).abs().max()
+    else:  # a random prefix changes the attention of every layer
+        assert not torch.allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize(("method", "arch", "task"), CASES)
+def test_only_adapter_and_head_get_gradients(tiny_models: dict[str, Path], method: str, arch: str,
+                                             task: str) -> None:
+    model = build(tiny_models, method, arch, task)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing to train"
+    assert model.trainable_parameter_count() < 0.5 * model.total_parameter_count()
+    for name in trainable:  # adapter modules, PEFT's weights or our head, never a base weight
+        assert name.startswith("head.") or any(
+            k in name for k in (".adapter.", "lora_", "ia3_", "hada_", "prompt_encoder")
+        ), name
+    enc, targets = batch(model, task)
+    model.train()
+    model.compute_loss(model(**enc), targets).backward()
+    for name, p in model.named_parameters():
+        if name in trainable:
+            assert p.grad is not None, f"{name} got no gradient"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+
+
+@pytest.mark.parametrize(("method", "arch", "task"), CASES)
+def test_base_unchanged_and_save_load_identical(tiny_models: dict[str, Path], tmp_path: Path, method: str,
+                                                arch: str, task: str) -> None:
+    from registry.methods.model import load_adapted_model
+
+    model = build(tiny_models, method, arch, task)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    train_steps(model, task)
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"base weight {n} changed"
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+
+    files = model.save(tmp_path / "a", metadata={"note": "test"})
+    names = {f.name for f in files}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+    assert ("head.safetensors" in names) == (task != "causal_lm")
+    meta = read_adapter_meta(tmp_path / "a")
+    assert meta["method"] == method and meta["base_model"]["sha256"] == "sha-A"
+    assert meta["metadata"] == {"note": "test"} and meta["task_type"] == task
+
+    loaded = load_adapted_model(tiny_models[arch], tmp_path / "a", base_sha256="sha-A")
+    enc, _ = batch(model, task)
+    with torch.no_grad():
+        assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
+    with pytest.raises(BaseModelMismatch):
+        load_adapted_model(tiny_models[arch], tmp_path / "a", base_sha256="sha-B")
+
+
+@pytest.mark.parametrize(("method", "arch", "task"), CASES)
+def test_loss_falls(tiny_models: dict[str, Path], method: str, arch: str, task: str) -> None:
+    model = build(tiny_models, method, arch, task)
+    # a random prefix needs a larger step than weights that start at the identity
+    losses = train_steps(model, task, n=25, lr=1e-1 if method == "prefix_tuning" else 1e-2)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+MERGE_CASES = [c for c in CASES if METHODS[c.values[0]][2]]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("method", "arch", "task"), MERGE_CASES)
+def test_merge_unmerge_identical(tiny_models: dict[str, Path], method: str, arch: str, task: str) -> None:
+    model = build(tiny_models, method, arch, task)
+    train_steps(model, task)
+    enc, _ = batch(model, task)
+    with torch.no_grad():
+        unmerged = model(**enc)
+        with model.backbone.disable_adapter():
+            plain = model(**enc)
+        model.merge()
+        merged = model(**enc)
+        model.unmerge()
+        again = model(**enc)
+    assert not torch.allclose(unmerged, plain, atol=1e-5)  # the trained adapter does something
+    assert torch.allclose(unmerged, merged, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(unmerged, again, atol=1e-5, rtol=1e-4)
+
+
+def test_merge_refused_for_bottleneck(tiny_models: dict[str, Path]) -> None:
+    model = build(tiny_models, "houlsby", "bert", "single_label")
+    with pytest.raises(InvalidInput):
+        model.merge()
+
+
+PEFT_LOAD_CASES = [c for c in CASES if c.values[0] in ("lora", "ia3")]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("method", "arch", "task"), PEFT_LOAD_CASES)
+def test_peft_loads_lora_and_ia3_artifacts(tiny_models: dict[str, Path], tmp_path: Path, method: str,
+                                           arch: str, task: str) -> None:
+    from peft import PeftModel
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    model = build(tiny_models, method, arch, task)
+    train_steps(model, task)
+    model.save(tmp_path, metadata={})
+    base = (AutoModelForCausalLM if task == "causal_lm" else AutoModel).from_pretrained(tiny_models[arch])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. PEFT's "Unexpected keyword arguments"
+        peft_model = PeftModel.from_pretrained(base, str(tmp_path)).eval()
+    enc, _ = batch(model, task)
+    kwargs = {k: v for k, v in enc.items() if k != "token_type_ids" or model.uses_token_types}
+    with torch.no_grad():
+        out = peft_model(**kwargs)
+        got = out.logits if task == "causal_lm" else out.last_hidden_state
+        assert torch.allclose(got, backbone_output(model, enc), atol=1e-6, rtol=0)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == method.upper()
+
+
+def test_skip_layers_stops_backward_early(tiny_models: dict[str, Path]) -> None:
+    from registry.methods.bottleneck import find_layers
+
+    model = build(tiny_models, "houlsby", "bert", "single_label", skip_layers=1)
+    _, layers = find_layers(model.base)
+    assert not any(p.requires_grad for p in layers[0].parameters())  # no adapter in layer 0
+    assert any(p.requires_grad for p in layers[1].parameters())
+    seen: dict[int, bool] = {}
+
+    def hook(i: int):  # type: ignore[no-untyped-def]
+        def f(_m, _i, out):  # type: ignore[no-untyped-def]
+            seen[i] = (out[0] if isinstance(out, tuple) else out).requires_grad
+        return f
+
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(hook(i))
+    enc, targets = batch(model, "single_label")
+    model.train()
+    model.compute_loss(model(**enc), targets).backward()
+    assert seen == {0: False, 1: True}  # no autograd graph below the lowest adapter
+
+
+def test_train_layer_norms(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from registry.methods.model import load_adapted_model
+
+    model = build(tiny_models, "houlsby", "bert", "single_label", train_layer_norms=True)
+    names = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert any("LayerNorm" in n for n in names) and any(".adapter." in n for n in names)
+    assert not any("embeddings.LayerNorm" in n for n in names)
+    train_steps(model, "single_label")
+    model.save(tmp_path, metadata={})
+    loaded = load_adapted_model(tiny_models["bert"], tmp_path)
+    enc, _ = batch(model, "single_label")
+    with torch.no_grad():
+        assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
+
+
+def test_predict_returns_label_names_and_floats(tiny_models: dict[str, Path]) -> None:
+    from registry.methods.model import build_adapted_model
+
+    clf = build(tiny_models, "pfeiffer", "bert", "single_label")
+    preds = clf.predict(TEXTS)
+    assert len(preds) == len(TEXTS) and set(preds) <= {"neg", "pos"}
+    reg = build_adapted_model(tiny_models["roberta"], task_type="regression", labels=[], method="lora",
+                              method_config={}, base_sha256="x")
+    values = reg.predict(TEXTS[:3])
+    assert len(values) == 3 and all(isinstance(v, float) for v in values)
+    pair = build_adapted_model(tiny_models["bert"], task_type="text_pair", labels=["a", "b", "c"],
+                               method="houlsby", method_config={}, base_sha256="x")
+    assert set(pair.predict([("the cat", "the dog"), ("good", "bad")])) <= {"a", "b", "c"}
+    lm = build(tiny_models, "lora", "gpt2", "causal_lm")
+    out = lm.predict(["the cat"], max_new_tokens=3)
+    assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_fast_weight_swap(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    a = build(tiny_models, "houlsby", "bert", "single_label")
+    train_steps(a, "single_label")
+    a.save(tmp_path / "a", metadata={})
+    b = build(tiny_models, "houlsby", "bert", "single_label")
+    enc, _ = batch(a, "single_label")
+    with torch.no_grad():
+        assert not torch.allclose(a(**enc), b(**enc))
+        b.load_adapter_weights(tmp_path / "a")
+        assert torch.allclose(a(**enc), b(**enc), atol=1e-6, rtol=0)
+    other = build(tiny_models, "pfeiffer", "bert", "single_label")
+    with pytest.raises(InvalidInput):
+        other.load_adapter_weights(tmp_path / "a")
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_unsupported_combinations(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import transformers as tf
+
+    for method in ("prefix_tuning", "mam"):
+        with pytest.raises(InvalidInput, match="distilbert"):
+            build(tiny_models, method, "distilbert", "single_label")
+    with pytest.raises(InvalidInput) as exc:
+        build(tiny_models, "houlsby", "bert", "causal_lm")
+    assert exc.value.field == "task_type"
+    albert = tmp_path / "albert"
+    tf.AlbertModel(tf.AlbertConfig(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64)).save_pretrained(albert)
+    for f in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (tiny_models["bert"] / f).exists():
+            (albert / f).write_bytes((tiny_models["bert"] / f).read_bytes())
+    with pytest.raises(InvalidInput, match="albert"):
+        build({"albert": albert}, "houlsby", "albert", "single_label")
+    with pytest.raises(InvalidInput) as exc:
+        build(tiny_models, "houlsby", "bert", "single_label", skip_layers=2)
+    assert exc.value.field == "method_config.skip_layers"
+    with pytest.raises(InvalidInput) as exc:
+        build(tiny_models, "lora", "bert", "single_label", target_modules=["no_such_module"])
+    assert exc.value.field == "method_config"
+    with pytest.raises(InvalidInput) as exc:
+        build(tiny_models, "peft", "gpt2", "single_label", peft_type="LOHA")
+    assert exc.value.field == "method_config"
+
+
+def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from registry.methods.model import build_adapted_model, load_adapted_model
+
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in tiny_models["bert"].iterdir():
+        if f.name != "model.safetensors":
+            (base / f.name).write_bytes(f.read_bytes())
+    (base / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(InvalidInput, match="pytorch_model.bin"):
+        build_adapted_model(base, task_type="single_label", labels=["a", "b"], method="houlsby",
+                            method_config={}, base_sha256="x")
+    model = build(tiny_models, "houlsby", "bert", "single_label")
+    model.save(tmp_path / "a", metadata={})
+    (tmp_path / "a" / "adapter_model.safetensors").rename(tmp_path / "a" / "adapter_model.bin")
+    with pytest.raises(InvalidInput, match="adapter_model.bin"):
+        load_adapted_model(tiny_models["bert"], tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    ("method", "config", "field"),
+    [
+        ("nope", {}, "method"),
+        ("houlsby", {"reduction_factr": 4}, "method_config.reduction_factr"),
+        ("houlsby", {"reduction_factor": "16"}, "method_config.reduction_factor"),
+        ("houlsby", {"reduction_factor": True}, "method_config.reduction_factor"),
+        ("houlsby", {"reduction_factor": 0}, "method_config.reduction_factor"),
+        ("houlsby", {"reduction_factor": 4, "bottleneck_size": 8}, "method_config.bottleneck_size"),
+        ("pfeiffer", {"non_linearity": "elu"}, "method_config.non_linearity"),
+        ("parallel", {"skip_layers": -1}, "method_config.skip_layers"),
+        ("scaled_parallel", {"scaling": float("nan")}, "method_config.scaling"),
+        ("houlsby", {"train_layer_norms": "yes"}, "method_config.train_layer_norms"),
+        ("lora", {"r": 0}, "method_config.r"),
+        ("lora", {"lora_dropout": 1.5}, "method_config.lora_dropout"),
+        ("lora", {"target_modules": []}, "method_config.target_modules"),
+        ("lora", {"target_modules": ["../x y"]}, "method_config.target_modules"),
+        ("lora", {"bias": "some"}, "method_config.bias"),
+        ("ia3", {"feedforward_modules": ["lin2"]}, "method_config.feedforward_modules"),
+        ("prefix_tuning", {"num_virtual_tokens": 0}, "method_config.num_virtual_tokens"),
+        ("mam", {"scaling": -1}, "method_config.scaling"),
+        ("peft", {}, "method_config.peft_type"),
+        ("peft", {"peft_type": "ADALORA"}, "method_config.peft_type"),
+        ("peft", {"peft_type": "LORA", "task_type": "SEQ_CLS"}, "method_config.task_type"),
+        ("peft", {"peft_type": "LORA", "r": float("inf")}, "method_config.r"),
+    ],
+)
+def test_validate_method_config_refusals(method: str, config: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        validate_method_config(method, config)
+    assert exc.value.field == field
+
+
+def test_validate_method_config_defaults_and_idempotence() -> None:
+    for method in METHOD_NAMES:
+        cfg = {"peft_type": "loha"} if method == "peft" else {}
+        once = validate_method_config(method, cfg)
+        assert validate_method_config(method, once) == once
+    assert validate_method_config("houlsby", {})["reduction_factor"] == 16
+    assert validate_method_config("scaled_parallel", {})["scaling"] == 4.0
+    assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
+        "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
+        "train_layer_norms": False,
+    }
+    assert validate_method_config("peft", {"peft_type": "loha", "r": 4}) == {"peft_type": "LOHA", "r": 4}
+
+
+def test_validation_does_not_import_torch() -> None:
+    code = ("import sys, registry.methods as m; m.validate_method_config('lora', {}); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
