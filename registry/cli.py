@@ -30,7 +30,7 @@ app.add_typer(versions_app, name="versions")
 app.add_typer(tokens_app, name="tokens")
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="ADAPTER_REGISTRY_URL", help="registry URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="ADAPTER_REGISTRY_TOKEN", help="bearer token")]
@@ -336,7 +336,7 @@ def pull(
         for f in path.iterdir():
             shutil.copyfile(f, to / f.name)
         path = to
-    out.print(str(path))
+    typer.echo(str(path))
 
 
 @app.command()

@@ -12,10 +12,11 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout, and write sc
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event
@@ -42,7 +43,9 @@ class Base(DeclarativeBase):
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
-        settings.home.mkdir(parents=True, exist_ok=True)
+        db_path = url.split("///", 1)[-1]
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
             connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000, "check_same_thread": False},
@@ -71,29 +74,39 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-@functools.lru_cache(maxsize=4)
-def _engine_for(url: str) -> Engine:
-    settings = get_settings()
-    if settings.database_url != url:  # pragma: no cover - a test passed its own settings
-        settings = settings.model_copy(update={"database_url": url})
-    return make_engine(settings)
+_engines: dict[str, Engine] = {}
+_makers: dict[tuple[str, bool], sessionmaker[Session]] = {}
+_lock = threading.Lock()
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
+    """One engine (and pool) per database URL per process."""
     settings = settings or get_settings()
-    return _engine_for(settings.database_url)
-
-
-@functools.lru_cache(maxsize=4)
-def _sessionmaker(url: str, write: bool) -> sessionmaker[Session]:
-    engine = _engine_for(url)
-    bind = engine.execution_options(sqlite_immediate=True) if write else engine
-    return sessionmaker(bind=bind, expire_on_commit=False)
+    url = settings.database_url
+    with _lock:
+        if url not in _engines:
+            _engines[url] = make_engine(settings)
+        return _engines[url]
 
 
 def new_session(settings: Settings | None = None, *, write: bool = True) -> Session:
     settings = settings or get_settings()
-    return _sessionmaker(settings.database_url, write)()
+    key = (settings.database_url, write)
+    maker = _makers.get(key)
+    if maker is None:
+        engine = get_engine(settings)
+        bind = engine.execution_options(sqlite_immediate=True) if write else engine
+        maker = _makers.setdefault(key, sessionmaker(bind=bind, expire_on_commit=False))
+    return maker()
+
+
+def dispose_engines() -> None:
+    """Close every pool (tests, and after a fork so children never share connections)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _makers.clear()
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

@@ -6,8 +6,8 @@ by the request/session scope *after* its commit (see ``registry.db.after_commit`
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 
 from celery import Celery
 
@@ -28,17 +28,27 @@ def broker_options(settings: Settings) -> dict[str, object]:
     return {"visibility_timeout": settings.visibility_timeout_s}
 
 
-@functools.lru_cache(maxsize=4)
-def _producer(broker_url: str, home: str) -> Celery:
-    settings = get_settings()
-    app = Celery("adapter-registry-producer", broker=broker_url)
-    app.conf.broker_transport_options = broker_options(settings)
-    app.conf.broker_connection_retry_on_startup = True
-    return app
+_producers: dict[tuple[str, str], Celery] = {}
+_lock = threading.Lock()
+
+
+def _producer(settings: Settings) -> Celery:
+    key = (settings.broker_url, str(settings.home))
+    with _lock:
+        app = _producers.get(key)
+        if app is None:
+            app = Celery("adapter-registry-producer", broker=settings.broker_url)
+            app.conf.broker_transport_options = broker_options(settings)
+            app.conf.broker_connection_retry_on_startup = True
+            # Publishing must not hang a request when the broker is down: fail fast, the reaper re-sends.
+            app.conf.broker_connection_timeout = 5
+            app.conf.task_publish_retry_policy = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
+            _producers[key] = app
+        return app
 
 
 def send_training_job(job_id: int, *, queue: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    app = _producer(settings.broker_url, str(settings.home))
+    app = _producer(settings)
     app.send_task(TRAIN_TASK, args=[job_id], queue=queue)
     log.info("job %d: message sent to queue %s", job_id, queue)

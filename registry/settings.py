@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    # Where clients reach the store when it differs from the API's view (compose: http://localhost:9000).
+    s3_public_endpoint_url: str | None = None
     presign_expires_s: int = Field(default=300, ge=10, le=3600)
 
     admin_token: str | None = None

@@ -96,3 +96,8 @@ def count(session: Session) -> int:
 
 def recent(session: Session, limit: int = 10) -> list[AdapterVersion]:
     return list(session.scalars(select(AdapterVersion).order_by(AdapterVersion.id.desc()).limit(limit)))
+
+
+def recent_alias_events(session: Session, limit: int = 10) -> list[AliasEvent]:
+    """The newest alias moves across all tasks (promotions and removals), newest first."""
+    return list(session.scalars(select(AliasEvent).order_by(AliasEvent.id.desc()).limit(limit)))
