@@ -102,7 +102,7 @@ class ParallelBertOutput(nn.Module):
         self.adapter = adapter
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        b = self.base_layer
+        b: Any = self.base_layer
         h = b.dropout(b.dense(hidden_states))
         h = h + self.adapter(input_tensor)
         return b.LayerNorm(h + input_tensor)
@@ -188,7 +188,7 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
     if method not in ("houlsby", "pfeiffer", "parallel", "scaled_parallel"):
         raise ValueError(method)
     _, layers = find_layers(model)
-    config = model.config  # type: ignore[union-attr]
+    config: Any = model.config
     hidden = int(config.hidden_size)
     size = bottleneck_size(hidden, cfg)
     skip = int(cfg.get("skip_layers", 0))

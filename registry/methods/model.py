@@ -298,7 +298,8 @@ class AdaptedModel(nn.Module):
         meta = self._meta(dict(metadata))
         config: dict[str, Any]
         if self.peft_kind is not None:
-            pcfg = self.backbone.peft_config["default"]  # type: ignore[index]
+            backbone: Any = self.backbone
+            pcfg = backbone.peft_config["default"]
             config = pcfg.to_dict()
             config = json.loads(json.dumps(config, default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
             config["inference_mode"] = True
@@ -405,7 +406,7 @@ def build_adapted_model(
     if causal and not _is_causal_capable(hf_config):
         raise InvalidInput(f"causal_lm needs a decoder model; {model_type!r} is not one", field="task_type")
     auto_cls = AutoModelForCausalLM if causal else AutoModel
-    base, info = auto_cls.from_pretrained(
+    base, info = auto_cls.from_pretrained(  # type: ignore[misc]
         base_dir, use_safetensors=True, dtype=torch.float32, output_loading_info=True
     )
     missing = [k for k in info.get("missing_keys", ()) if "pooler" not in k]
@@ -484,7 +485,7 @@ def load_adapted_model(
         labels=meta["labels"],
         method=meta["method"],
         method_config=meta["method_config"],
-        base_sha256=recorded,
+        base_sha256=str(recorded),
         base_name=(meta.get("base_model") or {}).get("name"),
         device=device,
     )

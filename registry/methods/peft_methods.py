@@ -73,7 +73,7 @@ def make_peft_config(method: str, cfg: dict[str, Any], *, model_type: str, causa
     else:
         kwargs = {k: v for k, v in cfg.items() if k != "peft_type"}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType(peft_type)]
     try:
         return config_cls(task_type=task_type, **kwargs)
     except (TypeError, ValueError) as exc:

@@ -151,10 +151,12 @@ def _build_model(spec: TrainSpec, device: torch.device) -> Any:
         for name, p in model.adapter_parameters().items():
             p.copy_(src[name])
         old = {name: i for i, name in enumerate(loaded.labels)}
+        assert model.head is not None and loaded.head is not None  # classification: both have heads
+        new_head, old_head = model.head.linear, loaded.head.linear
         for i, name in enumerate(model.labels):
             if name in old:
-                model.head.linear.weight[i].copy_(loaded.head.linear.weight[old[name]])
-                model.head.linear.bias[i].copy_(loaded.head.linear.bias[old[name]])
+                new_head.weight[i].copy_(old_head.weight[old[name]])
+                new_head.bias[i].copy_(old_head.bias[old[name]])
     return model
 
 
