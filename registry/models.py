@@ -140,6 +140,9 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the job's Celery message was last sent; NULL while queued means the send failed.
+    # The reaper re-sends messages for jobs queued too long (a duplicate is harmless: claims are atomic).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)

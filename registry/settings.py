@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 60.0
     max_attempts: int = 3
     reaper_interval_s: float = 15.0
+    # A queued job whose message was sent this long ago (or whose send failed) gets it re-sent.
+    queued_resend_s: float = 600.0
     orphan_grace_s: float = 3600.0
 
     store_backend: Literal["local", "s3"] = "local"

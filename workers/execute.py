@@ -35,7 +35,7 @@ from registry.jobs import repository as jobs_repo
 from registry.jobs.service import append_log
 from registry.models import AdapterVersion, Job, JobState
 from registry.settings import Settings, get_settings
-from registry.storage import ArtifactStore, get_store
+from registry.storage import ArtifactStore, StorageError, get_store
 from registry.storage.keys import blob_key
 from registry.versions import service as versions
 
@@ -253,6 +253,8 @@ def _describe_error(exc: BaseException) -> tuple[str, str]:
         return "disk_full", f"the worker ran out of disk space: {exc}"
     if isinstance(exc, OSError):
         return "io_error", f"a file operation failed: {exc}"
+    if isinstance(exc, StorageError):
+        return "storage_unavailable", f"the artifact store failed: {exc.detail}"
     if isinstance(exc, IntegrityFailure):
         return "integrity", exc.detail
     if isinstance(exc, MemoryError):
@@ -327,6 +329,16 @@ def execute_job(job_id: int, settings: Settings | None = None) -> str:
             )
             append_log(job, f"registered {job.task.name} v{version.number}")
             number = version.number
+        # 3. The orphan reaper may have removed an old unreferenced blob with the same content
+        #    between our (no-op) put and the commit: put back anything that is missing.
+        try:
+            for path, rec in zip(result.files, records, strict=True):
+                digest = str(rec["sha256"])
+                if not store.exists(blob_key(digest)):
+                    log.warning("job %d: blob %s vanished before the commit; storing it again", job_id, digest)
+                    store.put_file(blob_key(digest), path, sha256=digest)
+        except Exception:  # the version is committed; a pull will report a missing blob loudly
+            log.exception("job %d: checking the registered blobs failed", job_id)
         log.info("job %d: registered version %d", job_id, number)
         return f"succeeded (v{number})"
     except Conflict as exc:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from registry.models import Job, JobState
@@ -44,6 +44,24 @@ def queued_older_than(session: Session, *, older_than: datetime) -> list[Job]:
     return list(session.scalars(
         select(Job).where(Job.state == JobState.queued.value, Job.created_at < older_than)
     ))
+
+
+def queued_needing_message(session: Session, *, now: datetime, resend_after_s: float) -> list[Job]:
+    """Queued jobs whose message send failed (``enqueued_at`` NULL) or was sent too long ago."""
+    cutoff = now - timedelta(seconds=resend_after_s)
+    return list(session.scalars(
+        select(Job).where(
+            Job.state == JobState.queued.value,
+            Job.cancel_requested.is_(False),
+            or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff),
+        ).order_by(Job.id).limit(1000).with_for_update(skip_locked=True)
+    ))
+
+
+def mark_unsent(session: Session, job_id: int) -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.state == JobState.queued.value).values(enqueued_at=None)
+    )
 
 
 def count_by_state(session: Session) -> dict[str, int]:

@@ -95,12 +95,44 @@ def submit(
         queue=settings.training_queue,
         submitted_by=actor,
     )
+    job.enqueued_at = _now()
     session.add(job)
     session.flush()
-    job_id, queue = job.id, job.queue
-    after_commit(session, lambda: send_training_job(job_id, queue=queue, settings=settings))
+    _send_after_commit(session, settings, [(job.id, job.queue)])
     log.info("job %d queued: task=%s base=%s method=%s", job.id, task.name, bm.name, job.method)
     return job, True
+
+
+def _send_after_commit(session: Session, settings: Settings, jobs: list[tuple[int, str]]) -> None:
+    """Send each job's message once the rows are committed. If a send fails (broker down) the row is
+    marked (``enqueued_at = NULL``), and so are the rest of the batch without trying, so the reaper
+    re-sends them on a later pass: an accepted job is never lost, and a dead broker costs one timeout."""
+
+    def send() -> None:
+        unsent: list[int] = []
+        for job_id, queue in jobs:
+            if unsent:
+                unsent.append(job_id)
+                continue
+            try:
+                send_training_job(job_id, queue=queue, settings=settings)
+            except Exception:
+                log.warning("job %d: sending its message failed; the reaper will re-send it", job_id,
+                            exc_info=True)
+                unsent.append(job_id)
+        if not unsent:
+            return
+        try:
+            from registry.db import session_scope
+
+            with session_scope(settings) as s:
+                for job_id in unsent:
+                    repo.mark_unsent(s, job_id)
+        except Exception:  # the rows keep their enqueued_at: re-sent after queued_resend_s
+            log.exception("jobs %s: could not mark their messages as unsent", unsent)
+
+    if jobs:
+        after_commit(session, send)
 
 
 def get(session: Session, job_id: int) -> Job:
@@ -132,9 +164,10 @@ def cancel(session: Session, job_id: int, *, actor: str = "") -> Job:
 
 
 def reap(session: Session, settings: Settings) -> dict[str, list[int]]:
-    """Jobs whose heartbeat stopped: back to the queue while attempts remain, else failed.
+    """Jobs whose heartbeat stopped: back to the queue while attempts remain, else failed; queued
+    jobs whose message was lost get it re-sent.
 
-    Returns the ids it touched; requeued ids get their message re-sent after commit.
+    Returns the ids it touched; requeued and re-sent ids get their message sent after commit.
     """
     now = _now()
     requeued: list[int] = []
@@ -158,13 +191,20 @@ def reap(session: Session, settings: Settings) -> dict[str, list[int]]:
                                  f"(limit {job.max_attempts}); giving up")
             append_log(job, job.error_message)
             failed.append(job.id)
+        if job.state == JobState.queued.value:
+            job.enqueued_at = now
+    # Queued jobs whose message was lost (broker down at submit, a broker restart without
+    # persistence): send it again. A duplicate is harmless, the claim is atomic.
+    lost = repo.queued_needing_message(session, now=now, resend_after_s=settings.queued_resend_s)
+    for job in lost:
+        job.enqueued_at = now
+    resent = [j.id for j in lost]
     session.flush()
-    for jid in requeued:
-        q = settings.training_queue
-        after_commit(session, lambda jid=jid, q=q: send_training_job(jid, queue=q, settings=settings))  # type: ignore[misc]
-    if requeued or failed:
-        log.warning("reaper: requeued %s, failed %s", requeued, failed)
-    return {"requeued": requeued, "failed": failed}
+    to_send = [(j.id, j.queue) for j in [*stale, *lost] if j.state == JobState.queued.value]
+    _send_after_commit(session, settings, to_send)
+    if requeued or failed or resent:
+        log.warning("reaper: requeued %s, failed %s, re-sent %s", requeued, failed, resent)
+    return {"requeued": requeued, "failed": failed, "resent": resent}
 
 
 def to_out(job: Job) -> dict[str, Any]:
