@@ -378,6 +378,24 @@ def lineage(task: str, version: int, url: UrlOpt = None, token: TokenOpt = None)
     out.print(tree)
 
 
+@app.command("import")
+def import_(
+    task: str, directory: Path,
+    base_model: Annotated[str, typer.Option("--base-model", help="the base model it was trained on")],
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="name=value, e.g. accuracy=0.91")] = None,
+    description: str = "",
+    parent: Annotated[int | None, typer.Option("--parent", help="record this version as its parent")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Register an adapter trained elsewhere (PEFT directory, safetensors only) as a new version."""
+    metrics = {k: float(v) for k, v in _kv(metric or [], "--metric").items()}
+    with console.status(f"uploading {directory} ..."):
+        v = _run(lambda: _client(url, token).import_adapter(task, directory, base_model=base_model, metrics=metrics,
+                                                            description=description, parent_version=parent))
+    console.print(f"[green]imported {v['task']} v{v['version']} ({v['method']})[/green]")
+    _emit(v, as_json, ["task", "version", "origin", "method", "base_model", "trainable_params"])
+
+
 @tokens_app.command("create")
 def tokens_create(name: str, scope: Annotated[list[str], typer.Option("--scope")],
                   prefix: Annotated[list[str] | None, typer.Option("--prefix")] = None,

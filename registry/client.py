@@ -163,6 +163,31 @@ class RegistryClient:
     def promote(self, task: str, alias: str, version: int) -> dict[str, Any]:
         return self._check(self.http.put(f"/api/tasks/{task}/aliases/{alias}", json={"version": version}))  # type: ignore[no-any-return]
 
+    def import_adapter(self, task: str, directory: Path, *, base_model: str, metrics: dict[str, float] | None = None,
+                       description: str = "", parent_version: int | None = None) -> dict[str, Any]:
+        """Register an adapter trained elsewhere: a PEFT directory (adapter_config.json,
+        adapter_model.safetensors [, head.safetensors]). Pickles are refused by the server."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory")
+        names = sorted(p.name for p in directory.iterdir()
+                       if p.is_file() and (p.name in ("adapter_config.json", "adapter_model.safetensors",
+                                                      "head.safetensors")
+                                           or p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")))
+        handles = [open(directory / n, "rb") for n in names]  # noqa: SIM115 - closed below
+        data: dict[str, Any] = {"base_model": base_model, "description": description}
+        if metrics:
+            data["metrics"] = json.dumps(metrics)
+        if parent_version is not None:
+            data["parent_version"] = str(parent_version)
+        try:
+            files = [("files", (n, h, "application/octet-stream")) for n, h in zip(names, handles, strict=True)]
+            return self._check(self.http.post(f"/api/tasks/{task}/versions/import", data=data, files=files,  # type: ignore[no-any-return]
+                                              timeout=600))
+        finally:
+            for h in handles:
+                h.close()
+
     def lineage(self, task: str, version: int) -> dict[str, Any]:
         return self.get(f"/api/tasks/{task}/versions/{version}/lineage")  # type: ignore[no-any-return]
 

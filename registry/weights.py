@@ -51,12 +51,16 @@ def inspect_safetensors(path: Path, *, field: str = "files") -> dict[str, Tensor
         head = f.read(8)
         if len(head) < 8:
             raise InvalidInput(f"{name}: not a safetensors file (too short)", field=field)
-        if head[:1] == b"\x80" or head[:2] == b"PK":
+        (header_len,) = struct.unpack("<Q", head)
+        # A valid header may well begin with byte 0x80 (a header of 128 + 256k bytes), so a file
+        # is called a pickle/zip only when it does not also read as safetensors ('{' after the length).
+        looks_safetensors = header_len + 8 <= size and f.read(1) == b"{"
+        f.seek(8)
+        if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
             raise InvalidInput(
                 f"{name}: this is a pickle/zip file, not safetensors; it is refused and was not read",
                 field=field,
             )
-        (header_len,) = struct.unpack("<Q", head)
         if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
             raise InvalidInput(f"{name}: safetensors header size {header_len} is invalid or too large", field=field)
         raw = f.read(header_len)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from registry.models import AdapterVersion, Alias, AliasEvent
@@ -49,8 +49,19 @@ def list_page(
     min_metric: float | None = None,
     limit: int,
     cursor: str | None,
+    q: str | None = None,
+    origin: str | None = None,
 ) -> Page[AdapterVersion]:
     stmt = select(AdapterVersion)
+    if q:
+        from registry.models import Task
+
+        stmt = stmt.join(Task, Task.id == AdapterVersion.task_id).where(or_(
+            Task.name.contains(q.lower(), autoescape=True),
+            AdapterVersion.description.contains(q, autoescape=True),
+            Task.description.contains(q, autoescape=True)))
+    if origin:
+        stmt = stmt.where(AdapterVersion.origin == origin)
     if task_id is not None:
         stmt = stmt.where(AdapterVersion.task_id == task_id)
     if method:

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import json
+import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.api.deps import LimitDep, ReaderDep, SessionDep, WriterDep
+from registry.api.deps import LimitDep, ReaderDep, SessionDep, SettingsDep, StoreDep, WriterDep
+from registry.api.uploads import plain_filename, spooled
 from registry.auth.service import require
 from registry.basemodels import service as base_models
-from registry.errors import Conflict
+from registry.errors import Conflict, InvalidInput
 from registry.methods import METHOD_NAMES
 from registry.tasks import service as tasks
+from registry.versions import imports, service
 from registry.versions import repository as repo
-from registry.versions import service
 
 router = APIRouter(tags=["versions"])
 
@@ -133,14 +136,95 @@ def search_versions(
     dataset_id: Annotated[int | None, Query(ge=1)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     min_metric: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="text in the task name or description")] = None,
+    origin: Annotated[str | None, Query(pattern="^(trained|imported)$")] = None,
 ) -> dict[str, Any]:
-    """Everything trained on a dataset or base model, by method, tag or metric threshold."""
+    """Everything trained on a dataset or base model, by method, tag, metric threshold or text."""
     if method is not None and method not in METHOD_NAMES:
-        from registry.errors import InvalidInput
-
         raise InvalidInput(f"method must be one of {', '.join(METHOD_NAMES)}", field="method")
     task_id = tasks.get_by_name(session, task).id if task else None
     bm_id = base_models.get_by_name(session, base_model).id if base_model else None
     page = repo.list_page(session, task_id=task_id, method=method, base_model_id=bm_id, dataset_id=dataset_id,
-                          tag=tag, min_metric=min_metric, limit=limit, cursor=cursor)
+                          tag=tag, min_metric=min_metric, q=q, origin=origin, limit=limit, cursor=cursor)
     return {"items": [service.to_out(v) for v in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/api/lineage")
+def lineage_search(
+    session: SessionDep, _: ReaderDep, limit: LimitDep, cursor: str | None = None,
+    dataset_id: Annotated[int | None, Query(ge=1)] = None,
+    base_model: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Downstream lineage: every version trained on a dataset and/or a base model (with its parent)."""
+    if dataset_id is None and base_model is None:
+        raise InvalidInput("give dataset_id or base_model", field="dataset_id")
+    bm = base_models.get_by_name(session, base_model) if base_model else None
+    ds_out = None
+    if dataset_id is not None:
+        from registry.datasets import service as datasets
+
+        ds = datasets.get(session, dataset_id)
+        ds_out = {"id": ds.id, "name": ds.name, "sha256": ds.sha256, "task": ds.task.name}
+    page = repo.list_page(session, dataset_id=dataset_id, base_model_id=bm.id if bm else None, limit=limit,
+                          cursor=cursor)
+    return {
+        "dataset": ds_out,
+        "base_model": {"name": bm.name, "sha256": bm.weights_sha256} if bm else None,
+        "items": [service.version_ref(v) | {"origin": v.origin, "job_id": v.job_id,
+                                            "parent": service.version_ref(v.parent) if v.parent else None}
+                  for v in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+def _parse_metrics(raw: str | None) -> dict[str, float]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput("metrics must be a JSON object of numbers", field="metrics") from exc
+    if not isinstance(data, dict) or len(data) > 100:
+        raise InvalidInput("metrics must be a JSON object of at most 100 numbers", field="metrics")
+    out: dict[str, float] = {}
+    for k, v in data.items():
+        if not isinstance(k, str) or len(k) > 64 or isinstance(v, bool) or not isinstance(v, int | float) \
+                or not math.isfinite(v):
+            raise InvalidInput(f"metric {k!r} must be a finite number", field="metrics")
+        out[k] = float(v)
+    return out
+
+
+@router.post("/api/tasks/{name}/versions/import", status_code=status.HTTP_201_CREATED)
+def import_version(
+    session: SessionDep, store: StoreDep, settings: SettingsDep, principal: WriterDep, name: str,
+    base_model: Annotated[str, Form(max_length=200, description="the base model the adapter was trained on")],
+    files: Annotated[list[UploadFile], File(description="adapter_config.json, adapter_model.safetensors "
+                                                        "[, head.safetensors]")],
+    metrics: Annotated[str | None, Form(max_length=10_000, description="JSON object of numbers")] = None,
+    description: Annotated[str, Form(max_length=10_000)] = "",
+    parent_version: Annotated[int | None, Form(ge=1)] = None,
+) -> dict[str, Any]:
+    """Register an adapter trained elsewhere (PEFT layout, safetensors only) as the next version.
+
+    Pickles are refused (422) and never read; shapes are checked against the named base model's
+    stored weights header; the version's lineage says ``imported`` (no job, no dataset)."""
+    require(principal, "write", task_name=name)
+    task = tasks.get_by_name(session, name)
+    bm = base_models.get_by_name(session, base_model)
+    named: dict[str, UploadFile] = {}
+    for up in files:
+        fname = plain_filename(up, field="files")
+        if fname in named:
+            raise InvalidInput(f"file {fname!r} given twice", field="files")
+        named[fname] = up
+    imports.check_file_names(list(named))  # refuse pickles by name before reading a byte
+    parent = service.resolve(session, task, version=parent_version) if parent_version else None
+    parsed_metrics = _parse_metrics(metrics)
+    assert settings.work_dir is not None
+    with spooled(named, settings.work_dir, max_bytes=settings.max_upload_bytes) as paths:
+        v = imports.import_adapter(session, store, task=task, base_model=bm, files=paths, metrics=parsed_metrics,
+                                   description=description, parent=parent, actor=principal.name,
+                                   work_dir=settings.work_dir)
+    session.refresh(v)
+    return service.to_out(v, [])
