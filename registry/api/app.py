@@ -12,6 +12,7 @@ from registry.api.middleware import BodyLimitMiddleware
 from registry.api.routers import base_models, blobs, jobs, system, tasks, versions
 from registry.settings import Settings, get_settings
 from registry.storage import get_store
+from registry.web.routes import install as install_web
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (system, base_models, tasks, versions, jobs, blobs):
         app.include_router(module.router)
     app.include_router(tasks.datasets_router)
-    try:  # the web pages live in their own package
-        from registry.web.routes import install as install_web
-    except ImportError:  # pragma: no cover - only while the package is being built
-        log.debug("web pages not installed")
-    else:
-        install_web(app)
+    install_web(app)
     return app

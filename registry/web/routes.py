@@ -495,7 +495,8 @@ def job_cancel(request: Request, session: SessionDep, settings: SettingsDep, job
     job = jobs.get(session, job_id)
     principal = write_guard(request, session, settings, csrf_token, task_name=job.task.name)
     jobs.cancel(session, job_id, actor=principal.name)
-    msg = "Job cancelled." if job.state == JobState.cancelled.value else "Cancellation requested; the worker stops at its next check."
+    msg = ("Job cancelled." if job.state == JobState.cancelled.value
+           else "Cancellation requested; the worker stops at its next check.")
     return redirect(f"/jobs/{job_id}", flash=msg)
 
 
@@ -761,11 +762,15 @@ def _safe_next(next_url: str | None) -> str:
     return "/"
 
 
+def _embedded_home(settings: Settings) -> Path | None:
+    return settings.home if settings.mode == "embedded" else None
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, session: SessionDep, settings: SettingsDep,
                next: Annotated[str | None, Query(max_length=500)] = None) -> Response:
     return render(request, session, settings, "login.html",
-                  {"next": _safe_next(next), "errors": {}, "home": settings.home})
+                  {"next": _safe_next(next), "errors": {}, "home": _embedded_home(settings)})
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -785,7 +790,8 @@ def login_post(request: Request, session: SessionDep, settings: SettingsDep,
             error = exc.detail[:1].upper() + exc.detail[1:] + "."
     if error:
         return render(request, session, settings, "login.html",
-                      {"next": _safe_next(next), "errors": {"token": error}, "home": settings.home}, status=401)
+                      {"next": _safe_next(next), "errors": {"token": error}, "home": _embedded_home(settings)},
+                      status=401)
     response = redirect(_safe_next(next), flash=f"Signed in as {principal.name}.")
     security.set_session(request, response, token)
     return response

@@ -73,12 +73,14 @@ def apply_cookies(request: Request, response: Response) -> None:
 
 def check_csrf(request: Request, submitted: str | None, *, login: bool = False) -> None:
     """Raise Forbidden unless ``submitted`` matches this browser's session (or login nonce)."""
-    if login:
-        expected = request.cookies.get(NONCE_COOKIE)
-    else:
-        token = session_token(request)
-        expected = _session_csrf(token) if token else None
-    if not expected or not submitted or not hmac.compare_digest(expected.encode(), submitted.encode()):
+    token = session_token(request)
+    candidates = [_session_csrf(token)] if token else []
+    if login:  # the login form of a signed-out browser uses the nonce cookie
+        candidates.append(request.cookies.get(NONCE_COOKIE) or "")
+    ok = bool(submitted) and any(
+        c and hmac.compare_digest(c.encode(), (submitted or "").encode()) for c in candidates
+    )
+    if not ok:
         raise Forbidden("the form has expired or did not come from this site; reload the page and try again",
                         field=CSRF_FIELD)
 
