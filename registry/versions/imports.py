@@ -173,6 +173,16 @@ def _find_module(module: str, base: dict[str, tuple[int, ...]]) -> tuple[int, ..
     return None
 
 
+def _kv_dim(bm: BaseModel) -> int:
+    """Per-layer key/value width: hidden size, scaled down for grouped-query attention."""
+    cfg = bm.config or {}
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head")
+    kv_heads = cfg.get("num_key_value_heads")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and 0 < kv_heads < heads:
+        return int(bm.hidden_size) // heads * kv_heads
+    return int(bm.hidden_size)
+
+
 def check_shapes(
     adapter: dict[str, TensorInfo], head: dict[str, TensorInfo] | None, *, bm: BaseModel, task: Task,
     base: dict[str, tuple[int, ...]],
@@ -211,9 +221,10 @@ def check_shapes(
             if shape != (hidden,):
                 raise bad(f"{raw_name} has shape {list(shape)}, expected ({hidden},)")
         elif "prompt_encoder" in name and name.endswith("embedding.weight"):
-            if len(shape) != 2 or shape[1] % (2 * layers) != 0 or shape[1] // (2 * layers) > hidden:
-                raise bad(f"{raw_name} has shape {list(shape)}; its width should be 2 x {layers} layers x the "
-                          "per-layer key/value size")
+            width = 2 * layers * _kv_dim(bm)
+            if len(shape) != 2 or shape[1] != width:
+                raise bad(f"{raw_name} has shape {list(shape)}; expected (virtual tokens, {width}) = 2 x "
+                          f"{layers} layers x the key/value size")
     for module, ab in lora.items():
         if set(ab) != {"A", "B"}:
             raise bad(f"LoRA module {module!r} has lora_{''.join(ab)} only")
