@@ -88,7 +88,7 @@ def test_lora_shape_refusals(bases: dict[str, Path], tmp_path: Path) -> None:
         check_shapes(*_info(d), bm=bm, task=task, base=base)
     # a classification task needs its head
     with pytest.raises(InvalidInput, match="head"):
-        check_shapes(_info(d)[0], None, bm=bm, task=task, base=base)
+        check_shapes(_info(tmp_path / "ok")[0], None, bm=bm, task=task, base=base)
 
 
 def test_pickles_refused_by_name_and_by_bytes(tmp_path: Path) -> None:
