@@ -128,12 +128,26 @@ class AdaptedModel(nn.Module):
         self.peft_kind = peft_kind  # "tuner", "prompt" or None
         self.uses_token_types = int(getattr(base.config, "type_vocab_size", 0) or 0) > 1
         self._merged = False
+        # What trains is decided once, when the model is built; cached for fast weight swaps.
+        self._adapter_params = {n: p for n, p in backbone.named_parameters() if p.requires_grad}
+        self._peft_key_map: dict[str, nn.Parameter] | None = None
 
     # ------------------------------------------------------------------ parameters
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """Trainable parameters of the backbone (adapter, and LayerNorms if configured), by name."""
-        return {n: p for n, p in self.backbone.named_parameters() if p.requires_grad}
+        return dict(self._adapter_params)
+
+    def _peft_keys(self) -> dict[str, nn.Parameter] | None:
+        """PEFT state-dict key -> parameter, when PEFT's keys are exactly our parameter names
+        without the adapter name (true for LoRA/(IA)^3 and most tuners); None otherwise."""
+        if self._peft_key_map is None:
+            from peft import get_peft_model_state_dict
+
+            keys = set(get_peft_model_state_dict(self.backbone))
+            mapping = {n.replace(".default", ""): p for n, p in self._adapter_params.items()}
+            self._peft_key_map = mapping if set(mapping) == keys else {}
+        return self._peft_key_map or None
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -344,24 +358,24 @@ class AdaptedModel(nn.Module):
         device = self.device
         state = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(device))
         if self.peft_kind == "tuner":
-            from peft import set_peft_model_state_dict
+            fast = self._peft_keys()
+            if fast is not None:
+                _copy_exact(fast, state)
+            else:  # a PEFT type whose saved keys are not plain parameter names
+                from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-            expected = set(get_peft_keys(self))
-            if set(state) != expected:
-                raise InvalidInput(f"adapter weights do not match the method: {sorted(set(state) ^ expected)[:5]}",
-                                   field="adapter")
-            set_peft_model_state_dict(self.backbone, state)
+                expected = set(get_peft_model_state_dict(self.backbone))
+                if set(state) != expected:
+                    raise InvalidInput(
+                        f"adapter weights do not match the method: {sorted(set(state) ^ expected)[:5]}",
+                        field="adapter",
+                    )
+                set_peft_model_state_dict(self.backbone, state)
         else:
             _copy_exact(self.adapter_parameters(), state)
         if self.head is not None:
             head_state = load_file(str(adapter_dir / "head.safetensors"), device=str(device))
             _copy_exact(dict(self.head.linear.named_parameters()), head_state)
-
-
-def get_peft_keys(model: AdaptedModel) -> list[str]:
-    from peft import get_peft_model_state_dict
-
-    return list(get_peft_model_state_dict(model.backbone).keys())
 
 
 def _copy_exact(params: dict[str, nn.Parameter], state: dict[str, torch.Tensor]) -> None:
