@@ -49,7 +49,6 @@ from registry.web import charts, security
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 JOB_STATES = [s.value for s in JobState]
-METRIC_KEYS = ("accuracy", "macro_f1", "f1", "pearson", "spearman", "neg_eval_loss", "eval_loss")
 
 
 # -- template filters ------------------------------------------------------------------------------
@@ -86,8 +85,8 @@ def _pct(v: Any, digits: int = 2) -> str:
 def _metric(v: Any) -> str:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         return str(v) if v is not None else "—"
-    if isinstance(v, int):
-        return f"{v:,}"
+    if isinstance(v, int) or (v.is_integer() and abs(v) >= 1):
+        return f"{int(v):,}"
     return f"{v:.4f}"
 
 
@@ -110,12 +109,24 @@ def _ago(v: datetime | None) -> str:
     return "just now"
 
 
+QUALITY_METRICS = ("accuracy", "macro_f1", "f1", "pearson", "spearman", "matthews_corr")
+
+
+def _key_metrics(metrics: dict[str, Any], n: int = 3) -> list[tuple[str, Any]]:
+    """The few metrics worth a table cell: quality metrics first, then eval loss; never timings."""
+    order = (*QUALITY_METRICS, "eval_loss", "neg_eval_loss")
+    keys = [k for k in order if isinstance(metrics.get(k), int | float)]
+    keys += [k for k, v in metrics.items() if k not in keys and isinstance(v, int | float)
+             and not k.startswith("train_")]
+    return [(k, metrics[k]) for k in keys[:n]]
+
+
 def _pretty(v: Any) -> str:
     return json.dumps(v, indent=2, sort_keys=True, default=str)
 
 
 templates.env.filters.update(filesize=_filesize, count=_count, pct=_pct, metric=_metric, dt=_dt, ago=_ago,
-                             pretty=_pretty)
+                             pretty=_pretty, key_metrics=_key_metrics)
 templates.env.globals.update(JOB_STATES=JOB_STATES)
 
 
@@ -298,9 +309,12 @@ def _aliases_by_version(session: Session, task_id: int) -> dict[int, list[str]]:
 
 def _metric_chart(task: Task, items: list[AdapterVersion]) -> Markup:
     ordered = sorted(items, key=lambda v: v.number)
-    keys = [k for k in METRIC_KEYS if any(isinstance(v.metrics.get(k), int | float) for v in ordered)]
-    if not keys:
-        keys = sorted({k for v in ordered for k, x in v.metrics.items() if isinstance(x, int | float)})[:1]
+    def present(k: str) -> bool:
+        return any(isinstance(v.metrics.get(k), int | float) for v in ordered)
+
+    keys = [k for k in QUALITY_METRICS if present(k)][:3]
+    if not keys:  # regression without correlations, causal LM: plot the loss
+        keys = [k for k in ("eval_loss", "neg_eval_loss") if present(k)][:1]
     series = [charts.Series(k, [(float(v.number), float(v.metrics[k])) for v in ordered
                                 if isinstance(v.metrics.get(k), int | float)]) for k in keys[:3]]
     return charts.line_chart(series or [charts.Series("metric", [])], title=f"{task.name}: metrics by version",

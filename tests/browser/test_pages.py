@@ -264,3 +264,32 @@ def test_cancel_job_and_filter_jobs(page: Any, web: WebStack, shots: Path) -> No
     page.goto("/jobs?task=reviews")
     assert page.locator("#jobs-table tbody tr").count() == 2
     visit(page, "/jobs", shots, "jobs")
+
+
+def test_failed_job_shows_error_plainly(page: Any, web: WebStack, shots: Path) -> None:
+    """A failed job's error code and message are on the page (the row is written as a worker would)."""
+    if "job_id" not in STATE:
+        pytest.skip("needs the task and dataset from the submit test")
+    from datetime import UTC, datetime
+
+    from registry.db import session_scope
+    from registry.models import Job
+    from registry.settings import Settings
+
+    with session_scope(Settings(home=web.home)) as session:
+        done = session.get(Job, STATE["job_id"])
+        assert done is not None
+        job = Job(task_id=done.task_id, base_model_id=done.base_model_id, dataset_id=done.dataset_id,
+                  method="houlsby", method_config={}, hyperparameters={}, state="failed",
+                  progress={"step": 3, "total_steps": 18, "history": [], "eval": []},
+                  logs=["12:00:00 attempt 1 started", "12:00:01 CUDA out of memory"], attempts=1,
+                  error_code="out_of_memory", error_message="CUDA out of memory: try a smaller batch_size",
+                  submitted_by="admin", finished_at=datetime.now(UTC))
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    visit(page, f"/jobs/{job_id}", shots, "job-failed")
+    alert = page.locator("#job-live .alert-error")
+    assert "out_of_memory" in alert.inner_text()
+    assert "try a smaller batch_size" in alert.inner_text()
+    assert page.get_attribute("#job-live", "data-terminal") == "true"

@@ -61,7 +61,8 @@
   function wireCopy() {
     var buttons = document.querySelectorAll("[data-copy]");
     Array.prototype.forEach.call(buttons, function (b) {
-      var pre = b.parentNode.querySelector("pre");
+      var box = b.closest(".snippet");
+      var pre = box && box.querySelector("pre");
       if (!pre || !navigator.clipboard) { return; }
       b.hidden = false;
       b.addEventListener("click", function () {
