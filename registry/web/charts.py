@@ -67,7 +67,7 @@ def _head(uid: str, title: str, desc: str, width: int, height: int, extra_class:
     return [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart {extra_class}" viewBox="0 0 {width} {height}" '
         f'role="{role}" aria-labelledby="{uid}-t {uid}-d" preserveAspectRatio="xMidYMid meet" '
-        f'style="max-width:{width}px">',
+        f'width="{width}" height="{height}">',
         f'<title id="{uid}-t">{escape(title)}</title>',
         f'<desc id="{uid}-d">{escape(desc)}</desc>',
     ]
@@ -212,12 +212,13 @@ def bar_chart(
         if len(items) > max_items:
             desc += f"; and {len(items) - max_items} more"
     label_w = min(220, max(60, 8 * max((len(k) for k, _ in shown), default=4) + 12))
-    left, right, top, bottom = label_w, 56, 8, 40 if x_label else 24
+    left, right, top, bottom = label_w, 56, 26 if y_label else 8, 40 if x_label else 24
     height = top + bottom + max(1, len(shown)) * (bar_height + 8)
     out = _head(uid, title, desc, width, height, "bar-chart")
     pw = width - left - right
     if y_label:
-        out.append(f'<text class="axis-label" x="4" y="{top + 10}" aria-hidden="true">{escape(y_label)}</text>')
+        out.append(f'<text class="axis-label" x="{left - 8}" y="14" text-anchor="end" aria-hidden="true">'
+                   f'{escape(y_label)}</text>')
     vmax = max((v for _, v in shown), default=0) or 1
     ticks = nice_ticks(0, vmax, 5)
     vmax = ticks[-1]

@@ -184,6 +184,9 @@ def page(browser: Any, web: WebStack) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # CSP violations and script errors show up on the console; HTTP error statuses we provoke do not count.
+    pg.on("console", lambda msg: errors.append(msg.text)
+          if msg.type == "error" and "Failed to load resource" not in msg.text else None)
     pg.on("dialog", lambda d: d.accept())
     yield pg
     context.close()

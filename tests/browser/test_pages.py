@@ -25,6 +25,7 @@ STATE: dict[str, Any] = {}
 def visit(page: Any, path: str, shots: Path, name: str, *, phone: bool = True) -> None:
     response = page.goto(path)
     assert response is not None and response.status == 200, f"{path}: HTTP {response and response.status}"
+    assert "default-src 'self'" in (response.headers.get("content-security-policy") or "")
     check_a11y(page)
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     if phone:
@@ -240,11 +241,13 @@ def test_cancel_job_and_filter_jobs(page: Any, web: WebStack, shots: Path) -> No
     page.wait_for_url(re.compile(r"/jobs/\d+$"))
     job_id = int(page.url.rsplit("/", 1)[1])
     # let it start (it may still be queued on a slow machine: cancelling works either way)
-    try:
-        wait_for_state(page, ("running",), timeout_s=20)
-        page.wait_for_selector("#job-progress", timeout=20_000)
-    except Exception:  # noqa: BLE001 - still queued: cancel at once
-        pass
+    # it starts, and the polling page redraws the loss curve while it trains
+    wait_for_state(page, ("running",), timeout_s=30)
+    page.wait_for_selector("#job-progress", timeout=30_000)
+    page.wait_for_selector("#loss-chart svg g.series path", timeout=30_000)
+    first = int(page.inner_text("#job-step"))
+    page.wait_for_function(f"() => Number(document.getElementById('job-step').textContent) > {first}",
+                           timeout=15_000)
     page.screenshot(path=str(shots / "job-running.png"), full_page=True)
     page.click("#job-live button:has-text('Cancel job')")
     page.wait_for_url(re.compile(rf"/jobs/{job_id}$"))
