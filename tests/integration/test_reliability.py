@@ -1,0 +1,360 @@
+"""Fault tests on real processes: `celery worker` subprocesses (prefork pool), a Redis server of the
+test's own, SQLite/PostgreSQL, and a real tmpfs for a full disk.
+
+The API is served in-process (``TestClient`` on ``create_app``) to save a process start per test;
+every job runs in a real worker subprocess. Timeouts are small (heartbeat every 1 s, declared lost
+after 4 s, reaper every 1 s) so every fault resolves within seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fixtures.s3 import free_port
+from tests.fixtures.stack import TINY_DEV, TINY_TRAIN, Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+FAST_HP = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "max_length": 16, "seed": 1}
+# Long enough to be caught mid-training, short enough to finish in seconds on a busy 2-core machine.
+SLOW_HP = {"epochs": 8, "batch_size": 8, "learning_rate": 5e-3, "max_length": 16, "seed": 1}
+FAULT = {"heartbeat_interval_s": 1, "heartbeat_timeout_s": 4, "reaper_interval_s": 1}
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def api(st: Stack) -> TestClient:
+    from registry.api.app import create_app
+
+    client = TestClient(create_app(st.settings), raise_server_exceptions=False)
+    client.headers.update(st.headers())
+    return client
+
+
+def setup_task(client: TestClient, base_dir: Path, tmp: Path, *, task: str = "sent") -> int:
+    """Base model + task + dataset through the API; returns the dataset id."""
+    if client.get("/api/base-models/tiny-bert").status_code == 404:
+        files = [("files", (p.name, p.read_bytes(), "application/octet-stream"))
+                 for p in sorted(base_dir.iterdir()) if p.is_file()]
+        r = client.post("/api/base-models", data={"name": "tiny-bert"}, files=files)
+        assert r.status_code == 201, r.text
+    r = client.post("/api/tasks", json={"name": task, "type": "single_label", "labels": ["neg", "pos"]})
+    assert r.status_code == 201, r.text
+    r = client.post(f"/api/tasks/{task}/datasets",
+                    data={"mapping": '{"text": "text", "label": "label", "has_header": true}'},
+                    files={"train": ("train.tsv", TINY_TRAIN.encode()), "dev": ("dev.tsv", TINY_DEV.encode())})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def submit(client: TestClient, ds_id: int, hp: dict[str, Any] | None = None, *, task: str = "sent",
+           key: str | None = None) -> dict[str, Any]:
+    headers = {"Idempotency-Key": key} if key else {}
+    r = client.post("/api/jobs", json={"task": task, "base_model": "tiny-bert", "dataset_id": ds_id,
+                                       "hyperparameters": hp or FAST_HP}, headers=headers)
+    assert r.status_code in (200, 202), r.text
+    return dict(r.json())
+
+
+def job(client: TestClient, job_id: int) -> dict[str, Any]:
+    r = client.get(f"/api/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def wait_for(client: TestClient, job_id: int, pred: Callable[[dict[str, Any]], bool], *, timeout: float,
+             what: str = "") -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    j = job(client, job_id)
+    while not pred(j):
+        if time.monotonic() > deadline:
+            brief = {k: v for k, v in j.items() if k not in ("progress", "hyperparameters", "method_config")}
+            brief["step"] = j["progress"].get("step")
+            raise AssertionError(f"job {job_id}: timed out after {timeout}s waiting for {what}: {brief}")
+        time.sleep(0.2)
+        j = job(client, job_id)
+    return j
+
+
+def versions(client: TestClient, task: str = "sent") -> list[dict[str, Any]]:
+    r = client.get(f"/api/tasks/{task}/versions")
+    assert r.status_code == 200, r.text
+    return list(r.json()["items"])
+
+
+def signal_worker(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the worker's whole process group (main process + prefork children)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def scratch_dirs(st: Stack) -> list[Path]:
+    assert st.settings.work_dir is not None
+    return list(Path(st.settings.work_dir).glob("job-*"))
+
+
+class RedisServer:
+    """A redis-server of the test's own (the shared one on 6379 serves other tests)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", str(self.tmp)],
+            stdout=open(self.tmp / f"redis-{self.port}.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # a crash: nothing is persisted (--save "" --appendonly no)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+def test_sigkill_worker_mid_training_requeues_then_succeeds(stack_factory: Any, tiny_bert: Path,
+                                                            tmp_path: Path) -> None:
+    """SIGKILL the whole worker (main process + prefork child) mid-training: within the heartbeat
+    timeout the reaper (in the surviving worker's main process) requeues the job; the second worker
+    trains it; exactly one version; attempts counted in the row."""
+    st = stack_factory(**FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    w1 = st.start_worker(pool="prefork", name="w1")
+    j = submit(client, ds, SLOW_HP)
+    wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
+             timeout=60, what="training progress")
+    signal_worker(w1, signal.SIGKILL)
+    killed_at = time.monotonic()
+    w1.wait(10)
+    w2 = st.start_worker(pool="prefork", name="w2")
+    requeued = wait_for(client, j["id"], lambda x: x["attempts"] >= 1 and x["state"] != "running" or
+                        x["attempts"] >= 2, timeout=30, what="requeue")
+    assert time.monotonic() - killed_at < 30
+    final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=120, what="terminal state")
+    assert final["state"] == "succeeded", final
+    assert final["attempts"] == 2, final
+    assert any("heartbeat lost" in line for line in final["logs"]), final["logs"]
+    assert [v["version"] for v in versions(client)] == [1]
+    assert not scratch_dirs(st) or all(p.stat() for p in scratch_dirs(st))  # w1's scratch may remain
+    log = st.worker_log("w2")
+    assert f"reaper thread started in process {w2.pid}" in log, log[-2000:]  # the main process
+    assert requeued["state"] in ("queued", "running", "succeeded")
+
+
+def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny_bert: Path,
+                                                        tmp_path: Path) -> None:
+    """Worker 1 freezes mid-training (SIGSTOP: alive, holding its message, no heartbeats); the reaper
+    fences it (lease token cleared) and requeues; worker 2 trains and registers. Worker 1 then thaws
+    and carries on with a stale lease: it must register nothing."""
+    st = stack_factory(**FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    w1 = st.start_worker(pool="prefork", name="w1")
+    j = submit(client, ds, SLOW_HP)
+    wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
+             timeout=60, what="training progress")
+    signal_worker(w1, signal.SIGSTOP)
+    try:
+        st.start_worker(pool="prefork", name="w2")
+        final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=120, what="terminal state")
+    finally:
+        signal_worker(w1, signal.SIGCONT)
+    assert final["state"] == "succeeded" and final["attempts"] == 2, final["logs"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the thawed twin notices its lost lease and stops
+        log = st.worker_log("w1")
+        if "lease lost" in log or "not registered" in log:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"worker 1 never noticed its lost lease: {st.worker_log('w1')[-2000:]}")
+    time.sleep(1)
+    assert [v["version"] for v in versions(client)] == [1]
+    assert job(client, j["id"])["state"] == "succeeded"
+
+
+def test_cancel_queued_and_running_registers_nothing(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
+    st = stack_factory(**FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    queued = submit(client, ds, FAST_HP)
+    r = client.post(f"/api/jobs/{queued['id']}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert client.post(f"/api/jobs/{queued['id']}/cancel").status_code == 409  # already terminal
+    st.start_worker(pool="prefork", name="w1")  # receives the cancelled job's message: skips it
+    running = submit(client, ds, SLOW_HP)
+    wait_for(client, running["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
+             timeout=60, what="training progress")
+    assert client.post(f"/api/jobs/{running['id']}/cancel").status_code == 200
+    final = wait_for(client, running["id"], lambda x: x["state"] in TERMINAL, timeout=30, what="cancelled")
+    assert final["state"] == "cancelled", final["logs"]
+    assert job(client, queued["id"])["state"] == "cancelled"
+    assert versions(client) == []
+    assert scratch_dirs(st) == []
+
+
+def test_idempotency_key(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
+    st = stack_factory()
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    first = submit(client, ds, FAST_HP, key="run-1")
+    again = client.post("/api/jobs", json={"task": "sent", "base_model": "tiny-bert", "dataset_id": ds,
+                                           "hyperparameters": FAST_HP}, headers={"Idempotency-Key": "run-1"})
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    other = client.post("/api/jobs", json={"task": "sent", "base_model": "tiny-bert", "dataset_id": ds,
+                                           "hyperparameters": {**FAST_HP, "seed": 2}},
+                        headers={"Idempotency-Key": "run-1"})
+    assert other.status_code == 422, other.text
+    assert other.headers["content-type"].startswith("application/problem+json")
+    assert other.json()["field"] == "Idempotency-Key"
+    bad = client.post("/api/jobs", json={"task": "sent", "base_model": "tiny-bert", "dataset_id": ds},
+                      headers={"Idempotency-Key": "x" * 129})
+    assert bad.status_code == 422
+    assert [j["id"] for j in client.get("/api/jobs").json()["items"]] == [first["id"]]
+
+
+def _tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode()[-200:]}")
+
+
+def test_disk_full_in_worker_fails_job_and_cleans_up(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
+    """The worker's scratch space is a real 1 MiB tmpfs. The base model is cached there, the rest is
+    filled up to two pages: the dataset still fits, writing the trained adapter hits ENOSPC. The
+    job fails with a readable reason, temp files are removed, nothing is registered; once space is
+    freed the same job resubmitted succeeds."""
+    work = tmp_path / "work"
+    _tmpfs(work, "1m")
+    try:
+        st = stack_factory(work_dir=str(work), **FAULT)
+        client = api(st)
+        ds = setup_task(client, tiny_bert, tmp_path)
+        bm = client.get("/api/base-models/tiny-bert").json()
+        cache = work / "base-models" / bm["weights_sha256"]  # what workers.execute._base_dir fills
+        cache.mkdir(parents=True)
+        for f in bm["files"]:
+            (cache / f["name"]).write_bytes((tiny_bert / f["name"]).read_bytes())
+        (cache / ".complete").write_text("tiny-bert")
+        st.start_worker(pool="prefork", name="w1")
+        stat = os.statvfs(work)
+        filler = work / "filler"
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - 2 * 4096))
+        j = submit(client, ds, FAST_HP)
+        final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=90, what="terminal state")
+        assert final["state"] == "failed", final["logs"]
+        assert final["error_code"] == "disk_full", final
+        assert "disk" in final["error_message"]
+        assert versions(client) == []
+        assert scratch_dirs(st) == []
+        assert not [p for p in work.rglob("*") if ".part" in p.name]
+        filler.unlink()
+        retry = submit(client, ds, FAST_HP)
+        done = wait_for(client, retry["id"], lambda x: x["state"] in TERMINAL, timeout=90, what="terminal state")
+        assert done["state"] == "succeeded", done["logs"]
+        assert [v["version"] for v in versions(client)] == [1]
+    finally:
+        subprocess.run(["umount", "-l", str(work)], capture_output=True)
+
+
+def _enqueued_at(st: Stack, job_id: int) -> Any:
+    from registry.db import session_scope
+    from registry.models import Job
+
+    with session_scope(st.settings, write=False) as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        return row.enqueued_at
+
+
+def test_redis_down_at_submit_and_restarted_while_jobs_queued(stack_factory: Any, tiny_bert: Path,
+                                                              tmp_path: Path, own_redis: RedisServer) -> None:
+    """Redis of our own, with no persistence (a restart loses every message).
+
+    1. Redis is down when a job is submitted: the API still accepts it (the row is the truth), the
+       failed send is recorded (enqueued_at NULL), and once Redis and a worker are up the reaper
+       re-sends it. The worker's effective settings are read from the running worker.
+    2. Redis is killed and restarted while one job runs and two are queued: the worker reconnects
+       (celery#8091), the running job finishes, the lost messages are re-sent, and every accepted
+       job reaches a terminal state with exactly one version each.
+    """
+    st = stack_factory(broker_url=own_redis.url, queued_resend_s=5, **FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+
+    t0 = time.monotonic()
+    lost = submit(client, ds, FAST_HP)  # broker down
+    assert lost["state"] == "queued"
+    assert time.monotonic() - t0 < 30
+    assert _enqueued_at(st, lost["id"]) is None  # the send failed and was recorded
+
+    own_redis.start()
+    st.start_worker(pool="prefork", name="w1")
+    from celery import Celery
+
+    probe = Celery("probe", broker=own_redis.url)
+    confs = probe.control.inspect(timeout=5).conf() or {}
+    assert confs, "the worker did not answer `inspect conf`"
+    conf = next(iter(confs.values()))
+    assert conf["broker_transport_options"]["visibility_timeout"] == st.settings.visibility_timeout_s
+    assert conf["broker_transport_options"]["visibility_timeout"] > st.settings.max_job_seconds
+    assert conf["task_acks_late"] is True and conf["task_reject_on_worker_lost"] is True
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert f"channel visibility_timeout={st.settings.visibility_timeout_s}" in st.worker_log("w1")
+
+    done = wait_for(client, lost["id"], lambda x: x["state"] in TERMINAL, timeout=90, what="re-sent job")
+    assert done["state"] == "succeeded", done["logs"]
+
+    jobs = [submit(client, ds, SLOW_HP), submit(client, ds, FAST_HP), submit(client, ds, FAST_HP)]
+    wait_for(client, jobs[0]["id"], lambda x: x["state"] == "running", timeout=60, what="running")
+    own_redis.stop()  # crash: queued messages and the running job's unacked message are gone
+    time.sleep(2)
+    own_redis.start()
+    finals = [wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=150, what="terminal state")
+              for j in jobs]
+    assert [f["state"] for f in finals] == ["succeeded"] * 3, [f["logs"] for f in finals]
+    assert sorted(f["version"] for f in finals) == [2, 3, 4]
+    assert len(versions(client)) == 4
+    log = st.worker_log("w1")
+    assert "Connection to broker lost" in log or "Cannot connect" in log, log[-3000:]
