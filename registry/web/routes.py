@@ -519,8 +519,9 @@ def job_live(request: Request, session: SessionDep, settings: SettingsDep, _: Re
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
 def job_cancel(request: Request, session: SessionDep, settings: SettingsDep, job_id: int,
                csrf_token: Annotated[str | None, Form(max_length=200)] = None) -> Response:
+    principal = write_guard(request, session, settings, csrf_token)
     job = jobs.get(session, job_id)
-    principal = write_guard(request, session, settings, csrf_token, task_name=job.task.name)
+    require(principal, "write", task_name=job.task.name)
     jobs.cancel(session, job_id, actor=principal.name)
     msg = ("Job cancelled." if job.state == JobState.cancelled.value
            else "Cancellation requested; the worker stops at its next check.")
