@@ -139,6 +139,7 @@ def test_submit_and_watch_job_train(page: Any, web: WebStack, shots: Path) -> No
     if state != "succeeded":
         log = (web.logs / "worker.log").read_text()[-4000:]
         pytest.fail(f"job {job_id} ended {state}: {page.inner_text('#job-live')}\n{log}")
+    assert "succeeded" in page.inner_text("#job-announce"), "the state change is announced to screen readers"
     chart = page.locator("#loss-chart svg")
     assert chart.get_attribute("role") == "img"
     assert chart.locator("g.series path").count() >= 1, "the loss curve is drawn"
@@ -249,7 +250,7 @@ def test_cancel_job_and_filter_jobs(page: Any, web: WebStack, shots: Path) -> No
     page.wait_for_function(f"() => Number(document.getElementById('job-step').textContent) > {first}",
                            timeout=15_000)
     page.screenshot(path=str(shots / "job-running.png"), full_page=True)
-    page.click("#job-live button:has-text('Cancel job')")
+    page.click("#cancel-btn")
     page.wait_for_url(re.compile(rf"/jobs/{job_id}$"))
     assert "cancel" in page.inner_text(".flash").lower()
     assert wait_for_state(page, ("cancelled",), timeout_s=30) == "cancelled"

@@ -24,6 +24,10 @@
             }
             wireConfirm(root);
           }
+          if (root.getAttribute("data-state") && root.getAttribute("data-state") !== data.state) {
+            var announce = document.getElementById("job-announce");
+            if (announce) { announce.textContent = "Job " + data.id + " is now " + data.state + "."; }
+          }
           root.setAttribute("data-state", data.state);
           if (data.terminal) {
             root.setAttribute("data-terminal", "true");
