@@ -204,6 +204,35 @@ def test_version_page_promote_and_lineage(page: Any, web: WebStack, shots: Path)
     assert int(page.url.rsplit("/", 1)[1]) == STATE["job_id"]
 
 
+def test_warm_start_from_version_page_draws_parent_and_child(page: Any, web: WebStack, shots: Path) -> None:
+    if "version_url" not in STATE:
+        pytest.skip("needs the trained version")
+    login(page, web, "/tasks/reviews/versions/1")
+    page.click("text=Warm-start a new version from v1")
+    page.wait_for_url(re.compile(r"/submit\?"))
+    assert page.input_value("#task") == "reviews"
+    assert page.input_value("#parent_version") == "1"
+    assert page.input_value("#base_model") == web.base_model
+    dataset_id = httpx.get(web.url + "/api/datasets").json()["items"][0]["id"]
+    page.fill("#dataset_id", str(dataset_id))
+    for name, value in {"learning_rate": "0.01", "epochs": "2", "batch_size": "8", "max_length": "32",
+                        "eval_every": "3"}.items():
+        page.fill(f"#{name}", value)
+    page.click("form.submit-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    assert wait_for_state(page, ("succeeded", "failed"), timeout_s=60) == "succeeded"
+    page.click("#job-version-link")
+    page.wait_for_url("**/tasks/reviews/versions/2")
+    parent = page.locator("svg.lineage a.node-version")
+    assert parent.count() == 1 and "v1" in (parent.get_attribute("aria-label") or "")
+    page.screenshot(path=str(shots / "version-warm-start.png"), full_page=True)
+    parent.click()
+    page.wait_for_url("**/tasks/reviews/versions/1")
+    child = page.locator("svg.lineage a.node-version")
+    assert child.count() == 1 and "v2" in (child.get_attribute("aria-label") or "")
+    assert "v2" in page.inner_text(".lineage-list")
+
+
 def test_task_page_pull_snippets_and_search(page: Any, web: WebStack, shots: Path) -> None:
     if "version_url" not in STATE:
         pytest.skip("needs the trained version")
@@ -212,7 +241,8 @@ def test_task_page_pull_snippets_and_search(page: Any, web: WebStack, shots: Pat
     assert 'client.pull("reviews", alias="production")' in text
     assert "adapter-registry pull reviews --alias production" in text
     assert "/api/tasks/reviews/adapter?alias=production" in text
-    assert page.locator("#versions-table tbody tr").count() == 1
+    assert page.locator("#versions-table tbody tr").count() == 2
+    assert page.locator("svg.line-chart g.series circle").count() >= 2, "the metric is plotted for both versions"
     assert page.locator("svg.line-chart").count() == 1
     # search
     page.goto("/tasks")
@@ -266,7 +296,7 @@ def test_cancel_job_and_filter_jobs(page: Any, web: WebStack, shots: Path) -> No
     page.wait_for_url(re.compile(r"state=succeeded"))
     assert f"#{STATE['job_id']}" in page.inner_text("#jobs-table")
     page.goto("/jobs?task=reviews")
-    assert page.locator("#jobs-table tbody tr").count() == 2
+    assert page.locator("#jobs-table tbody tr").count() == 3
     visit(page, "/jobs", shots, "jobs")
 
 
