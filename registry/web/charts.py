@@ -37,8 +37,8 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}".rstrip("0").rstrip(".")
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values covering [lo, hi] (1-2-5 steps)."""
+def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
+    """Round tick values covering [lo, hi] (1-2-5 steps; whole numbers only when ``integer``)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0, 1.0]
     if hi < lo:
@@ -47,8 +47,11 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         pad = abs(hi) * 0.1 or 1.0
         lo, hi = lo - pad, hi + pad
     raw = (hi - lo) / max(count - 1, 1)
+    if integer:
+        raw = max(raw, 1.0)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * mag for m in steps if m * mag >= raw)
     start = math.floor(lo / step) * step
     ticks: list[float] = []
     t = start
@@ -110,16 +113,8 @@ def line_chart(
         return Markup("".join(out))
     xs = [p[0] for p in pts_all]
     ys = [p[1] for p in pts_all]
-    xt = nice_ticks(min(xs), max(xs), 6)
-    if x_integer:
-        xt = sorted({int(round(t)) for t in xt}) or [0, 1]
-        if len(xt) > 12:
-            xt = xt[:: math.ceil(len(xt) / 10)]
-        x0, x1 = min(min(xs), xt[0]), max(max(xs), xt[-1])
-        if x0 == x1:
-            x0, x1 = x0 - 1, x1 + 1
-    else:
-        x0, x1 = xt[0], xt[-1]
+    xt = nice_ticks(min(xs), max(xs), 6, integer=x_integer)
+    x0, x1 = xt[0], xt[-1]
     yt = nice_ticks(min(ys), max(ys), 5)
     y0, y1 = yt[0], yt[-1]
 

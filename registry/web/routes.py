@@ -481,7 +481,7 @@ def _loss_chart(job: Job) -> Markup:
     if eval_pts:
         series.append(charts.Series("eval loss", eval_pts, dashed=True))
     return charts.line_chart(series, title=f"Job {job.id}: loss by step", x_label="step", y_label="loss",
-                             empty_text="Waiting for the first training steps…")
+                             x_integer=True, empty_text="Waiting for the first training steps…")
 
 
 def _job_live_ctx(request: Request, session: Session, settings: Settings, job: Job) -> dict[str, Any]:
