@@ -188,10 +188,12 @@ class AdaptedModel(nn.Module):
         if self.task_type == "causal_lm" and self.peft_kind != "prompt":
             kwargs["use_cache"] = False
         out = self.backbone(**kwargs)
+        seq = input_ids.shape[1]
+        # PEFT's prompt tuning / P-tuning prepend virtual tokens to the outputs: drop them
         if self.task_type == "causal_lm":
-            return out.logits  # (B, T, V)
+            return out.logits[:, -seq:]  # (B, T, V)
         assert self.head is not None
-        logits = self.head(out.last_hidden_state, attention_mask)
+        logits = self.head(out.last_hidden_state[:, -seq:], attention_mask)
         return logits.squeeze(-1) if self.task_type == "regression" else logits
 
     def compute_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -414,3 +414,31 @@ def test_validation_does_not_import_torch() -> None:
     code = ("import sys, registry.methods as m; m.validate_method_config('lora', {}); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.parametrize(
+    ("peft_config", "arch", "task"),
+    [
+        ({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4}, "bert", "single_label"),
+        ({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4}, "gpt2", "causal_lm"),
+        ({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "encoder_hidden_size": 16}, "roberta", "single_label"),
+        ({"peft_type": "VERA", "r": 4, "target_modules": ["query", "value"]}, "roberta", "single_label"),
+        ({"peft_type": "LOKR", "r": 4, "target_modules": ["q_proj", "v_proj"]}, "llama", "causal_lm"),
+    ],
+)
+def test_peft_passthrough_types(tiny_models: dict[str, Path], tmp_path: Path, peft_config: dict[str, Any],
+                                arch: str, task: str) -> None:
+    from registry.methods.model import build_adapted_model, load_adapted_model
+
+    torch.manual_seed(0)
+    model = build_adapted_model(tiny_models[arch], task_type=task, labels=["neg", "pos"] if task != "causal_lm"
+                                else [], method="peft", method_config=peft_config, base_sha256="x")
+    enc, targets = batch(model, task)
+    with torch.no_grad():
+        out = model(**enc)
+    assert out.shape[:2] == ((len(TEXTS), 2) if task != "causal_lm" else tuple(enc["input_ids"].shape))
+    train_steps(model, task)
+    model.save(tmp_path, metadata={})
+    loaded = load_adapted_model(tiny_models[arch], tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
