@@ -596,6 +596,13 @@ def submit_form(request: Request, session: SessionDep, settings: SettingsDep, _:
         values["base_model"] = base_model
     if parent_version:
         values["parent_version"] = str(parent_version)
+        t = tasks_repo.get_by_name(session, task) if task else None
+        pv = versions_repo.get_by_number(session, t.id, parent_version) if t is not None else None
+        if pv is not None:  # a warm start keeps the parent's method, base model and data
+            values.update(method=pv.method, base_model=pv.base_model.name,
+                          dataset_id=str(pv.dataset_id) if pv.dataset_id else "")
+            values.update({k: str(v) for k, v in pv.hyperparameters.items()
+                           if k in values and v is not None})
     return render(request, session, settings, "submit.html", _submit_ctx(session, values, {}))
 
 
@@ -749,6 +756,16 @@ def submit_post(
         elif task_obj.type not in bm.task_types:
             raise InvalidInput(f"base model {bm.name} ({bm.model_type}) does not support {task_obj.type} tasks",
                                field="base_model")
+        if parent is not None:  # checked before the upload so a typo does not cost the user their file
+            pv = versions_repo.get_by_number(session, task_obj.id, parent)
+            if pv is None:
+                raise InvalidInput(f"task {task_obj.name} has no version {parent}", field="parent_version")
+            if pv.base_model_id != bm.id:
+                raise InvalidInput(f"v{parent} was trained on {pv.base_model.name}, not {bm.name}",
+                                   field="parent_version")
+            if pv.method != method:
+                raise InvalidInput(f"v{parent} uses method {pv.method}; a warm start keeps the method",
+                                   field="parent_version")
         phase = "dataset"
         if train_file is not None:
             mapping = ColumnMapping(text=values["map_text"], label=values["map_label"] or None,
