@@ -16,10 +16,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 JSON_LIMIT = 1024 * 1024
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _problem(limit: int) -> bytes:
     return json.dumps({
         "type": "/problems/payload-too-large", "title": "Payload too large", "status": 413,
@@ -46,27 +42,37 @@ class BodyLimitMiddleware:
             return
         seen = 0
         started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Past the limit we answer 413 ourselves at once and tell the app the client left, so
+            # no parser (FastAPI turns parser exceptions into 400) gets to buffer or mislabel it.
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge()
+                    rejected = True
+                    if not started:
+                        await self._reject(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # the 413 is already on its way; drop what the app says after the disconnect
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send, limit)
+        except Exception:
+            if not rejected:
+                raise
 
     @staticmethod
     async def _reject(send: Send, limit: int) -> None:

@@ -121,6 +121,7 @@ def register(
 
 
 def get_by_name(session: Session, name: str) -> BaseModel:
+    name = validate_name(name, field="base_model")  # a malformed name is a 422, never a lookup
     bm = repo.get_by_name(session, name)
     if bm is None:
         raise NotFound(f"base model {name!r} does not exist", field="base_model")

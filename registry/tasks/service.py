@@ -60,6 +60,7 @@ def create(
 
 
 def get_by_name(session: Session, name: str, *, field: str = "task") -> Task:
+    name = validate_name(name, field=field)  # a malformed name is a 422, never a lookup
     task = repo.get_by_name(session, name)
     if task is None:
         raise NotFound(f"task {name!r} does not exist", field=field)
