@@ -147,7 +147,8 @@ def _error_page(request: Request, exc: RegistryError) -> Response:
     titles = {401: "Please log in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Slow down"}
     response = templates.TemplateResponse(
         request, "error.html",
-        {"status": exc.status, "heading": titles.get(exc.status, exc.title), "detail": exc.detail,
+        {"status": exc.status, "heading": titles.get(exc.status, exc.title),
+         "detail": exc.detail[:1].upper() + exc.detail[1:],
          "login_next": _here(request) if request.method == "GET" else "/", **_chrome(request, None)},
         status_code=exc.status,
     )
