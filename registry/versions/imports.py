@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from registry.errors import BaseModelMismatch, InvalidInput
+from registry.errors import BaseModelMismatch, Conflict, InvalidInput
 from registry.hashing import sha256_file
 from registry.methods import ARTIFACT_FORMAT_VERSION, META_NAMESPACE, validate_method_config
 from registry.models import AdapterVersion, BaseModel, Task
@@ -277,20 +277,33 @@ def check_file_names(names: list[str]) -> None:
             raise InvalidInput(f"{required} is required", field="files")
 
 
-def import_adapter(
-    session: Session,
+@dataclass(frozen=True)
+class PreparedImport:
+    """Everything validated and stored; only the version row is left to write."""
+
+    task_id: int
+    labels: tuple[str, ...]
+    base_model_id: int
+    method: str
+    method_config: dict[str, Any]
+    records: list[dict[str, Any]]
+    trainable_params: int
+    total_params: int
+
+
+def prepare_import(
     store: ArtifactStore,
     *,
     task: Task,
     base_model: BaseModel,
     files: dict[str, Path],
-    metrics: dict[str, Any] | None = None,
-    description: str = "",
     parent: AdapterVersion | None = None,
-    actor: str = "",
     work_dir: Path | None = None,
-) -> AdapterVersion:
-    """Validate an uploaded PEFT-format directory and register it as the task's next version."""
+) -> PreparedImport:
+    """Validate an uploaded PEFT-format directory and put its files into the store (create-only).
+
+    Needs no write transaction: the API runs it before taking the database's write lock, so
+    hashing and storing a large upload never holds up other writers."""
     check_file_names(list(files))
     if task.type not in base_model.task_types:
         raise InvalidInput(f"base model {base_model.name!r} serves {base_model.task_types}, not {task.type}",
@@ -349,11 +362,50 @@ def import_adapter(
         if tmp_dir is not None:
             tmp_dir.cleanup()
     trainable = sum(t.numel for t in adapter.values()) + (sum(t.numel for t in head.values()) if head else 0)
+    return PreparedImport(task_id=task.id, labels=tuple(task.labels), base_model_id=base_model.id, method=method,
+                          method_config=method_config, records=records, trainable_params=trainable,
+                          total_params=int(base_model.num_parameters) + trainable)
+
+
+def register_prepared(
+    session: Session,
+    prepared: PreparedImport,
+    *,
+    task: Task,
+    base_model: BaseModel,
+    metrics: dict[str, Any] | None = None,
+    description: str = "",
+    parent: AdapterVersion | None = None,
+    actor: str = "",
+) -> AdapterVersion:
+    """Register a prepared import as the task's next version (in the caller's transaction)."""
+    if task.id != prepared.task_id or tuple(task.labels) != prepared.labels or base_model.id != prepared.base_model_id:
+        raise Conflict("the task changed while the adapter was being imported; try again", field="task")
     version = service.register(
-        session, task=task, base_model=base_model, method=method, method_config=method_config, files=records,
-        metrics=dict(metrics or {}), trainable_params=trainable,
-        total_params=int(base_model.num_parameters) + trainable, code_version="imported", origin="imported",
-        parent=parent, actor=actor, description=description,
+        session, task=task, base_model=base_model, method=prepared.method, method_config=prepared.method_config,
+        files=prepared.records, metrics=dict(metrics or {}), trainable_params=prepared.trainable_params,
+        total_params=prepared.total_params, code_version="imported", origin="imported", parent=parent,
+        actor=actor, description=description,
     )
-    log.info("imported %s v%d (%s) on %s", task.name, version.number, method, base_model.name)
+    log.info("imported %s v%d (%s) on %s", task.name, version.number, prepared.method, base_model.name)
     return version
+
+
+def import_adapter(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    task: Task,
+    base_model: BaseModel,
+    files: dict[str, Path],
+    metrics: dict[str, Any] | None = None,
+    description: str = "",
+    parent: AdapterVersion | None = None,
+    actor: str = "",
+    work_dir: Path | None = None,
+) -> AdapterVersion:
+    """Validate, store and register in one go (service callers: CLI scripts, tests)."""
+    prepared = prepare_import(store, task=task, base_model=base_model, files=files, parent=parent,
+                              work_dir=work_dir)
+    return register_prepared(session, prepared, task=task, base_model=base_model, metrics=metrics,
+                             description=description, parent=parent, actor=actor)

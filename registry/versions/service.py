@@ -261,3 +261,35 @@ def to_out(version: AdapterVersion, aliases: list[str] | None = None) -> dict[st
         "tags": version.tags,
         "aliases": aliases or [],
     }
+
+
+def fast_manifest(session: Session, task_name: str, *, alias: str | None = None,
+                  version: int | None = None) -> dict[str, Any] | None:
+    """:func:`manifest` from two indexed Core queries; None when anything is missing (then the
+    caller resolves through the ORM, which raises the precise 404/422)."""
+    if alias is not None and version is not None:
+        return None
+    if alias is not None:
+        try:
+            alias = validate_name(alias, field="alias")
+        except InvalidInput:
+            return None
+    row = repo.manifest_row(session, task_name, alias=alias, version=version)
+    if row is None:
+        return None
+    return {
+        "task": row.task,
+        "task_type": row.task_type,
+        "version": row.number,
+        "aliases": repo.alias_names_of(session, row.task_id, row.id),
+        "method": row.method,
+        "method_config": row.method_config,
+        "labels": row.labels,
+        "base_model": {"name": row.base_name, "sha256": row.base_model_sha256, "architecture": row.architecture},
+        "files": [
+            {"name": f["name"], "size": f["size"], "sha256": f["sha256"], "url": f"/api/blobs/{f['sha256']}"}
+            for f in row.files
+        ],
+        "metrics": row.metrics,
+        "created_at": row.created_at.isoformat(),
+    }

@@ -11,6 +11,7 @@ from registry.api.deps import LimitDep, ReaderDep, SessionDep, SettingsDep, Stor
 from registry.api.uploads import plain_filename, spooled
 from registry.auth.service import require
 from registry.basemodels import service as base_models
+from registry.db import new_session
 from registry.errors import Conflict, InvalidInput
 from registry.methods import METHOD_NAMES
 from registry.tasks import service as tasks
@@ -87,6 +88,9 @@ def pull_manifest(
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """The pull manifest: which version, its files (sha256, size, URL), base model identity, labels."""
+    fast = service.fast_manifest(session, name, alias=alias, version=version)
+    if fast is not None:
+        return fast
     task = tasks.get_by_name(session, name)
     v = service.resolve(session, task, alias=alias, version=version)
     return service.manifest(v, _aliases_by_version(session, task.id).get(v.id, []))
@@ -210,8 +214,6 @@ def import_version(
     Pickles are refused (422) and never read; shapes are checked against the named base model's
     stored weights header; the version's lineage says ``imported`` (no job, no dataset)."""
     require(principal, "write", task_name=name)
-    task = tasks.get_by_name(session, name)
-    bm = base_models.get_by_name(session, base_model)
     named: dict[str, UploadFile] = {}
     for up in files:
         fname = plain_filename(up, field="files")
@@ -219,12 +221,28 @@ def import_version(
             raise InvalidInput(f"file {fname!r} given twice", field="files")
         named[fname] = up
     imports.check_file_names(list(named))  # refuse pickles by name before reading a byte
-    parent = service.resolve(session, task, version=parent_version) if parent_version else None
     parsed_metrics = _parse_metrics(metrics)
+    if session.in_transaction():
+        # Authentication may have read a token row, which on SQLite opened the write transaction
+        # (BEGIN IMMEDIATE). End it so the upload below never runs under the write lock.
+        session.commit()
     assert settings.work_dir is not None
     with spooled(named, settings.work_dir, max_bytes=settings.max_upload_bytes) as paths:
-        v = imports.import_adapter(session, store, task=task, base_model=bm, files=paths, metrics=parsed_metrics,
-                                   description=description, parent=parent, actor=principal.name,
-                                   work_dir=settings.work_dir)
+        # Validate and store with a read-only session: the write transaction (SQLite's write lock,
+        # PostgreSQL's task row lock) is taken only for the few statements that register.
+        reader = new_session(settings, write=False)
+        try:
+            task = tasks.get_by_name(reader, name)
+            bm = base_models.get_by_name(reader, base_model)
+            parent = service.resolve(reader, task, version=parent_version) if parent_version else None
+            prepared = imports.prepare_import(store, task=task, base_model=bm, files=paths, parent=parent,
+                                              work_dir=settings.work_dir)
+        finally:
+            reader.close()
+    task = tasks.get_by_name(session, name)
+    bm = base_models.get_by_name(session, base_model)
+    parent = service.resolve(session, task, version=parent_version) if parent_version else None
+    v = imports.register_prepared(session, prepared, task=task, base_model=bm, metrics=parsed_metrics,
+                                  description=description, parent=parent, actor=principal.name)
     session.refresh(v)
     return service.to_out(v, [])
