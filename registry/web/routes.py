@@ -8,6 +8,7 @@ signed-in token (cookie) and a CSRF token; reads follow ``settings.public_reads`
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -16,12 +17,14 @@ from typing import Annotated, Any
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from registry import methods
@@ -46,6 +49,7 @@ from registry.versions import repository as versions_repo
 from registry.versions import service as versions
 from registry.web import charts, security
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 JOB_STATES = [s.value for s in JobState]
@@ -131,6 +135,11 @@ templates.env.globals.update(JOB_STATES=JOB_STATES)
 
 
 # -- errors as pages -------------------------------------------------------------------------------
+class Unavailable(RegistryError):
+    status = 503
+    title = "Service unavailable"
+
+
 class LoginRequired(Exception):
     def __init__(self, next_url: str) -> None:
         super().__init__(next_url)
@@ -144,7 +153,8 @@ def _login_url(next_url: str) -> str:
 def _error_page(request: Request, exc: RegistryError) -> Response:
     if isinstance(exc, Unauthorized) and request.method == "GET":
         return RedirectResponse(_login_url(_here(request)), status_code=303)
-    titles = {401: "Please log in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Slow down"}
+    titles = {401: "Please log in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Slow down",
+              503: "Temporarily unavailable"}
     response = templates.TemplateResponse(
         request, "error.html",
         {"status": exc.status, "heading": titles.get(exc.status, exc.title),
@@ -171,6 +181,14 @@ class PageRoute(APIRoute):
                 return RedirectResponse(_login_url(exc.next_url), status_code=303)
             except RegistryError as exc:
                 return _error_page(request, exc)
+            except RequestValidationError as exc:  # e.g. /jobs/abc: a page that cannot exist
+                if request.method == "GET":
+                    return _error_page(request, NotFound("there is no such page"))
+                first = exc.errors()[0] if exc.errors() else {}
+                return _error_page(request, InvalidInput(f"the form is malformed: {first.get('msg', 'invalid')}"))
+            except OperationalError:
+                log.exception("database error on %s %s", request.method, request.url.path)
+                return _error_page(request, Unavailable("the database is busy or unavailable; try again"))
 
         return page_handler
 
