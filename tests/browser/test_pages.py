@@ -72,6 +72,17 @@ def test_walk_pages_anonymous(page: Any, web: WebStack, shots: Path) -> None:
     visit(page, "/submit", shots, "submit-anonymous")
     assert "log in" in page.inner_text(".alert-warn").lower()
     visit(page, "/login", shots, "login")
+    # keyboard: the first Tab reaches the skip link, which becomes visible with a focus outline
+    page.goto("/tasks")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("""() => {
+        const el = document.activeElement; const r = el.getBoundingClientRect(); const cs = getComputedStyle(el);
+        return {cls: el.className, top: r.top, outline: cs.outlineStyle, width: parseFloat(cs.outlineWidth)};
+    }""")
+    assert focused["cls"] == "skip-link" and focused["top"] >= 0
+    assert focused["outline"] != "none" and focused["width"] >= 2
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
     # a missing page is a friendly HTML page, not JSON
     r = page.goto("/tasks/no-such-task")
     assert r.status == 404 and "does not exist" in page.inner_text("main")
