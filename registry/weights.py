@@ -77,6 +77,8 @@ def inspect_safetensors(path: Path, *, field: str = "files") -> dict[str, Tensor
     out: dict[str, TensorInfo] = {}
     for tname, info in header.items():
         try:
+            if not isinstance(info["shape"], list) or not isinstance(info["data_offsets"], list):
+                raise TypeError("shape and data_offsets must be lists")
             dtype = str(info["dtype"])
             shape = tuple(int(d) for d in info["shape"])
             start, end = (int(x) for x in info["data_offsets"])
