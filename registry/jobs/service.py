@@ -58,10 +58,7 @@ def submit(
     if body.method not in methods.METHOD_NAMES:
         raise InvalidInput(f"method must be one of {', '.join(methods.METHOD_NAMES)}", field="method")
     method_config = methods.validate_method_config(body.method, body.method_config)
-    try:
-        ds = datasets.get(session, body.dataset_id)
-    except NotFound:
-        raise
+    ds = datasets.get(session, body.dataset_id)
     if ds.task_id != task.id:
         raise InvalidInput(f"dataset {ds.id} belongs to another task", field="dataset_id")
     if task.type in ("single_label", "text_pair") and len(task.labels) < 2:
