@@ -213,14 +213,14 @@ def run_training(
 ) -> TrainResult:
     hp = resolve_hyperparameters(spec.hyperparameters)
     device = resolve_device(spec.device)
-    seed_everything(int(hp["seed"]))
-    model = _build_model(spec, device)
-    model.train()
-
+    # rows first: a bad file fails before the base model is loaded
     train_rows = read_jsonl(spec.train_path, task_type=spec.task_type, labels=list(spec.labels),
                             max_rows=hp["max_train_rows"])
     dev_rows = read_jsonl(spec.dev_path, task_type=spec.task_type, labels=list(spec.labels)) \
         if spec.dev_path is not None else None
+    seed_everything(int(hp["seed"]))
+    model = _build_model(spec, device)
+    model.train()
     enc_kw = {"task_type": spec.task_type, "labels": list(spec.labels), "max_length": int(hp["max_length"]),
               "token_types": model.uses_token_types}
     train_items = encode(train_rows, model.tokenizer, **enc_kw)
