@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.errors import RegistryError, Unauthorized
@@ -74,6 +74,20 @@ def install(app: FastAPI) -> None:
             "detail": "the request conflicts with a row written at the same time; retry",
             "instance": request.url.path,
         })
+
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # An id or number larger than the database's integer type (SQLite raises OverflowError while
+        # binding, PostgreSQL a DataError): the client's input is wrong, not the server.
+        log.info("out-of-range value on %s: %s", request.url.path, exc)
+        return problem_response(422, {
+            "type": "/problems/invalid-input",
+            "title": "Invalid input",
+            "detail": "a number in the request is out of range",
+            "instance": request.url.path,
+        })
+
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(DataError, _out_of_range)
 
     @app.exception_handler(OperationalError)
     async def _db_unavailable(request: Request, exc: OperationalError) -> JSONResponse:

@@ -22,7 +22,7 @@ from tests.integration.test_reliability import api, setup_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "8"))
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
 
 
 @pytest.fixture(scope="module")
