@@ -358,3 +358,63 @@ def test_redis_down_at_submit_and_restarted_while_jobs_queued(stack_factory: Any
     assert len(versions(client)) == 4
     log = st.worker_log("w1")
     assert "Connection to broker lost" in log or "Cannot connect" in log, log[-3000:]
+
+
+def _age_job(st: Stack, job_id: int, **values: Any) -> None:
+    from sqlalchemy import update
+
+    from registry.db import session_scope
+    from registry.models import Job
+
+    with session_scope(st.settings) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def test_reaper_counts_attempts_fails_with_reason_and_resends_lost_messages(
+        stack_factory: Any, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reaper's decisions on real rows (no worker needed): stale heartbeat with attempts left ->
+    queued and re-sent; attempts used up -> failed with a reason; cancel requested -> cancelled; a
+    queued job whose send failed -> re-sent at once, one sent long ago -> re-sent; a young one -> left.
+    Then the same pass as its own process (`python -m workers.reaper --once`, no celery beat)."""
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    import registry.jobs.service as jobs_service
+    from workers.reaper import reap_once
+
+    st = stack_factory(**FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    sent: list[int] = []
+    monkeypatch.setattr(jobs_service, "send_training_job", lambda job_id, **_: sent.append(job_id))
+    ids = [submit(client, ds, {**FAST_HP, "seed": i})["id"] for i in range(6)]
+    sent.clear()
+    old = datetime.now(UTC) - timedelta(hours=1)
+    _age_job(st, ids[0], state="running", attempts=1, heartbeat_at=old, lease_token="a")
+    _age_job(st, ids[1], state="running", attempts=3, heartbeat_at=old, lease_token="b")
+    _age_job(st, ids[2], state="running", attempts=1, heartbeat_at=old, lease_token="c", cancel_requested=True)
+    _age_job(st, ids[3], enqueued_at=None)
+    _age_job(st, ids[4], enqueued_at=old)
+    result = reap_once(st.settings)
+    assert result == {"requeued": [ids[0]], "failed": [ids[1]], "resent": [ids[3], ids[4]]}
+    assert sorted(sent) == [ids[0], ids[3], ids[4]]  # ids[5] is young and its message was sent
+    states = {i: job(client, i) for i in ids}
+    assert states[ids[0]]["state"] == "queued" and states[ids[0]]["attempts"] == 1
+    assert states[ids[1]]["state"] == "failed" and states[ids[1]]["error_code"] == "worker_lost"
+    assert "3 times" in states[ids[1]]["error_message"]
+    assert states[ids[2]]["state"] == "cancelled"
+    sent.clear()
+    assert reap_once(st.settings) == {"requeued": [], "failed": [], "resent": []} and sent == []
+
+    # The queue is at its limit of attempts: the next delivery fails the job instead of running it.
+    from workers.execute import execute_job
+
+    _age_job(st, ids[5], attempts=3)
+    assert execute_job(ids[5], st.settings) == "failed"
+    assert job(client, ids[5])["error_code"] == "too_many_attempts"
+
+    _age_job(st, ids[0], state="running", attempts=2, heartbeat_at=old, lease_token="d")
+    out = subprocess.run([sys.executable, "-m", "workers.reaper", "--once"], env=st.env, capture_output=True,
+                         text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert job(client, ids[0])["state"] == "queued" and job(client, ids[0])["attempts"] == 2
