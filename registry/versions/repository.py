@@ -167,3 +167,41 @@ def alias_names_of(session: Session, task_id: int, version_id: int) -> list[str]
     """Aliases pointing at one version (uses the (task_id, name) index, never a scan)."""
     return list(session.connection().execute(_stmt("aliases"), {"task_id": task_id,
                                                                  "version_id": version_id}).scalars())
+
+
+def _task_versions_statements() -> dict[str, Any]:
+    from sqlalchemy import and_, bindparam
+    from sqlalchemy.orm import aliased
+
+    from registry.models import BaseModel
+
+    vt = AdapterVersion.__table__
+    v, b = vt.c, BaseModel.__table__.c
+    parent = aliased(vt)
+    base = (
+        select(*vt.c, b.name.label("base_name"), parent.c.number.label("parent_number"))
+        .select_from(vt.join(BaseModel.__table__, b.id == v.base_model_id)
+                     .outerjoin(parent, parent.c.id == v.parent_version_id))
+        .where(v.task_id == bindparam("task_id"))
+    )
+    after = base.where(or_(v.number < bindparam("number"), and_(v.number == bindparam("number"),
+                                                                 v.id < bindparam("vid"))))
+    order = (v.number.desc(), v.id.desc())
+    return {"first": base.order_by(*order).limit(bindparam("lim")),
+            "after": after.order_by(*order).limit(bindparam("lim"))}
+
+
+_LIST_STMTS: dict[str, Any] = {}
+
+
+def task_versions_rows(session: Session, task_id: int, *, limit: int, after: tuple[int, int] | None) -> list[Any]:
+    """One page (plus one row, to tell whether there is a next page) of a task's versions, newest
+    first, with base model name and parent number joined in: one indexed query, keyset on
+    (number, id) exactly like :func:`list_page`."""
+    if not _LIST_STMTS:
+        _LIST_STMTS.update(_task_versions_statements())
+    conn = session.connection()
+    if after is None:
+        return list(conn.execute(_LIST_STMTS["first"], {"task_id": task_id, "lim": limit + 1}))
+    return list(conn.execute(_LIST_STMTS["after"], {"task_id": task_id, "lim": limit + 1, "number": after[0],
+                                                    "vid": after[1]}))

@@ -293,3 +293,17 @@ def fast_manifest(session: Session, task_name: str, *, alias: str | None = None,
         "metrics": row.metrics,
         "created_at": row.created_at.isoformat(),
     }
+
+
+def row_to_out(row: Any, task_name: str, aliases: list[str] | None = None) -> dict[str, Any]:
+    """:func:`to_out` for a row of :func:`repository.task_versions_rows` (same keys, same values)."""
+    return {
+        "id": row.id, "task": task_name, "version": row.number, "origin": row.origin, "method": row.method,
+        "method_config": row.method_config, "hyperparameters": row.hyperparameters, "task_type": row.task_type,
+        "labels": row.labels, "base_model": row.base_name, "base_model_sha256": row.base_model_sha256,
+        "dataset_id": row.dataset_id, "dataset_sha256": row.dataset_sha256, "parent_version": row.parent_number,
+        "job_id": row.job_id, "metrics": row.metrics, "trainable_params": row.trainable_params,
+        "total_params": row.total_params, "trainable_share": row.trainable_share, "files": row.files,
+        "size_bytes": row.size_bytes, "code_version": row.code_version, "created_by": row.created_by,
+        "created_at": row.created_at, "description": row.description, "tags": row.tags, "aliases": aliases or [],
+    }

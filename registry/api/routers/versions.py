@@ -14,6 +14,7 @@ from registry.basemodels import service as base_models
 from registry.db import new_session
 from registry.errors import Conflict, InvalidInput
 from registry.methods import METHOD_NAMES
+from registry.pagination import decode_cursor, encode_cursor
 from registry.tasks import service as tasks
 from registry.versions import imports, service
 from registry.versions import repository as repo
@@ -46,6 +47,18 @@ def list_task_versions(
     min_metric: Annotated[float | None, Query(allow_inf_nan=False)] = None,
 ) -> dict[str, Any]:
     task = tasks.get_by_name(session, name)
+    if method is None and tag is None and min_metric is None:  # the common page: one joined Core query
+        after = None
+        if cursor:
+            number, vid = decode_cursor(cursor)
+            if not isinstance(number, int) or not isinstance(vid, int):
+                raise InvalidInput("cursor is not valid", field="cursor")
+            after = (number, vid)
+        rows = repo.task_versions_rows(session, task.id, limit=limit, after=after)
+        next_cursor = encode_cursor([rows[limit - 1].number, rows[limit - 1].id]) if len(rows) > limit else None
+        by_version = _aliases_by_version(session, task.id)
+        return {"items": [service.row_to_out(r, task.name, by_version.get(r.id, [])) for r in rows[:limit]],
+                "next_cursor": next_cursor}
     page = repo.list_page(session, task_id=task.id, method=method, tag=tag, min_metric=min_metric,
                           limit=limit, cursor=cursor)
     by_version = _aliases_by_version(session, task.id)
