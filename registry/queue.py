@@ -23,7 +23,9 @@ def broker_options(settings: Settings) -> dict[str, object]:
         settings.ensure_dirs()
         folder = str(settings.broker_folder / "in")
         return {"data_folder_in": folder, "data_folder_out": folder,
-                "processed_folder": str(settings.broker_folder / "processed"), "store_processed": False}
+                "processed_folder": str(settings.broker_folder / "processed"), "store_processed": False,
+                # exchange/binding metadata; kombu's default is ./control in the working directory
+                "control_folder": str(settings.broker_folder / "control")}
     # A visibility timeout longer than the longest job, or Redis redelivers running jobs (celery#5935).
     return {"visibility_timeout": settings.visibility_timeout_s}
 

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.broker_url.startswith("filesystem"):
-            for sub in ("in", "processed"):
+            for sub in ("in", "processed", "control"):
                 (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)
 
     def embedded_admin_token(self) -> str:
