@@ -10,10 +10,13 @@ off with 413 the moment it passes the limit, so nothing large is ever buffered.
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_LIMIT = 1024 * 1024
+DATASET_PATH = re.compile(r"^/api/tasks/[^/]+/datasets/?$")
+MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the files
 
 
 def _problem(limit: int) -> bytes:
@@ -36,6 +39,11 @@ class BodyLimitMiddleware:
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
         ctype = headers.get("content-type", "")
         limit = self.upload_limit if ctype.startswith("multipart/") else self.json_limit
+        if ctype.startswith("multipart/") and DATASET_PATH.match(scope.get("path", "")):
+            # Dataset uploads have their own, smaller cap: refuse them here too, not after the
+            # multipart parser has spooled them to disk.
+            settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+            limit = min(limit, getattr(settings, "max_dataset_bytes", limit) + MULTIPART_SLACK)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(send, limit)

@@ -276,8 +276,12 @@ def test_upload_limits_are_enforced_while_streaming(stack_factory: Any) -> None:
     body sent; a chunked body is cut off with 413 once it passes the limit; JSON bodies have 1 MiB."""
     import httpx
 
-    st = stack_factory(max_upload_bytes=200_000)
+    st = stack_factory(max_upload_bytes=200_000, max_dataset_bytes=100_000)
     url = st.start_api()
+    head = (f"POST /api/tasks/sent/datasets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {st.token}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 180000\r\n\r\n").encode()
+    reply = _raw_http(url, head)  # under the upload limit, over the dataset limit: refused up front
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     head = (f"POST /api/base-models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {st.token}\r\n"
             "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000000\r\n\r\n").encode()
     reply = _raw_http(url, head)  # the body is never sent

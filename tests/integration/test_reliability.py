@@ -100,6 +100,17 @@ def signal_worker(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def kill_workers(st: Stack) -> None:
+    """End of a fault test: SIGKILL the worker process groups (a warm shutdown after a training job
+    can take the fixture's whole 20 s grace period, and these tests do not need one)."""
+    for proc in st.procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+
+
 def scratch_dirs(st: Stack) -> list[Path]:
     assert st.settings.work_dir is not None
     return list(Path(st.settings.work_dir).glob("job-*"))
@@ -178,6 +189,38 @@ def test_sigkill_worker_mid_training_requeues_then_succeeds(stack_factory: Any, 
     log = st.worker_log("w2")
     assert f"reaper thread started in process {w2.pid}" in log, log[-2000:]  # the main process
     assert requeued["state"] in ("queued", "running", "succeeded")
+    kill_workers(st)
+
+
+def test_sigkill_of_the_pool_child_only(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
+    """SIGKILL only the prefork child running the job (what the OOM killer does). The main process
+    rejects the message (reject-on-worker-lost) so it is redelivered; the redelivery finds the job
+    still running under the dead lease and leaves it; the reaper thread of the *same* worker's main
+    process declares the heartbeat lost and requeues; a fresh child trains it. One worker, one
+    version, two attempts."""
+    st = stack_factory(**FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    w1 = st.start_worker(pool="prefork", name="w1")
+    j = submit(client, ds, SLOW_HP)
+    running = wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
+                       timeout=60, what="training progress")
+    from registry.db import session_scope
+    from registry.models import Job
+
+    with session_scope(st.settings, write=False) as session:
+        row = session.get(Job, j["id"])
+        assert row is not None and row.worker
+        child = int(row.worker.rsplit(":", 1)[1])
+    assert child != w1.pid and running["attempts"] == 1
+    os.kill(child, signal.SIGKILL)
+    final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=120, what="terminal state")
+    assert final["state"] == "succeeded" and final["attempts"] == 2, final["logs"]
+    assert [v["version"] for v in versions(client)] == [1]
+    log = st.worker_log("w1")
+    assert "signal 9" in log or "WorkerLostError" in log, log[-3000:]
+    assert w1.poll() is None  # the main process lived on and its reaper did the requeue
+    kill_workers(st)
 
 
 def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny_bert: Path,
@@ -210,6 +253,7 @@ def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny
     time.sleep(1)
     assert [v["version"] for v in versions(client)] == [1]
     assert job(client, j["id"])["state"] == "succeeded"
+    kill_workers(st)
 
 
 def test_cancel_queued_and_running_registers_nothing(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
@@ -230,6 +274,7 @@ def test_cancel_queued_and_running_registers_nothing(stack_factory: Any, tiny_be
     assert job(client, queued["id"])["state"] == "cancelled"
     assert versions(client) == []
     assert scratch_dirs(st) == []
+    kill_workers(st)
 
 
 def test_idempotency_key(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
@@ -294,6 +339,7 @@ def test_disk_full_in_worker_fails_job_and_cleans_up(stack_factory: Any, tiny_be
         done = wait_for(client, retry["id"], lambda x: x["state"] in TERMINAL, timeout=90, what="terminal state")
         assert done["state"] == "succeeded", done["logs"]
         assert [v["version"] for v in versions(client)] == [1]
+        kill_workers(st)
     finally:
         subprocess.run(["umount", "-l", str(work)], capture_output=True)
 
@@ -358,6 +404,7 @@ def test_redis_down_at_submit_and_restarted_while_jobs_queued(stack_factory: Any
     assert len(versions(client)) == 4
     log = st.worker_log("w1")
     assert "Connection to broker lost" in log or "Cannot connect" in log, log[-3000:]
+    kill_workers(st)
 
 
 def _age_job(st: Stack, job_id: int, **values: Any) -> None:
@@ -370,8 +417,9 @@ def _age_job(st: Stack, job_id: int, **values: Any) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
 def test_reaper_counts_attempts_fails_with_reason_and_resends_lost_messages(
-        stack_factory: Any, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        db: str, stack_factory: Any, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reaper's decisions on real rows (no worker needed): stale heartbeat with attempts left ->
     queued and re-sent; attempts used up -> failed with a reason; cancel requested -> cancelled; a
     queued job whose send failed -> re-sent at once, one sent long ago -> re-sent; a young one -> left.
@@ -382,7 +430,7 @@ def test_reaper_counts_attempts_fails_with_reason_and_resends_lost_messages(
     import registry.jobs.service as jobs_service
     from workers.reaper import reap_once
 
-    st = stack_factory(**FAULT)
+    st = stack_factory(db=db, **FAULT)
     client = api(st)
     ds = setup_task(client, tiny_bert, tmp_path)
     sent: list[int] = []
@@ -418,3 +466,15 @@ def test_reaper_counts_attempts_fails_with_reason_and_resends_lost_messages(
                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-2000:]
     assert job(client, ids[0])["state"] == "queued" and job(client, ids[0])["attempts"] == 2
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_migrations_reach_the_models(db: str, stack_factory: Any) -> None:
+    """`alembic upgrade head` (run by make_stack) on a fresh database, then `alembic check`: the
+    migrations (enqueued_at included) produce exactly the schema of registry.models."""
+    from alembic import command
+
+    from registry.migrate import alembic_config
+
+    st = stack_factory(db=db)
+    command.check(alembic_config(st.settings))
