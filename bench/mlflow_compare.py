@@ -607,7 +607,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ml_uri = f"sqlite:///{work / 'mlflow.db'}"
             ours_url = f"sqlite:///{work / 'ours.db'}"
         else:
-            ml_uri = pg_create("mlf_bench")
+            ml_uri = pg_create("mlf_bench").replace("postgresql://", "postgresql+psycopg2://", 1)
             ours_url = pg_create("ar_bench")
             cleanups += [lambda: pg_drop(ml_uri), lambda: pg_drop(ours_url)]
         token = "bench-admin-token-" + uuid.uuid4().hex
