@@ -12,6 +12,6 @@ $AR base-models list --json | grep -q '"minilm"' || $AR base-models register min
 $AR tasks show sst2 >/dev/null 2>&1 || $AR tasks create sst2 --type single_label --label 0 --label 1
 DS=$($AR datasets upload sst2 "$DATA/sst2/train.tsv" --dev "$DATA/sst2/test.tsv" --text sentence --label label --json \
      | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-$AR submit sst2 --base-model minilm --dataset "$DS" --method houlsby --hp epochs=2 --hp max_train_rows=4000 --wait
+$AR submit sst2 --base-model minilm --dataset "$DS" --method houlsby --hp epochs=1 --hp max_train_rows=4000 --wait
 $AR pull sst2
 $AR predict sst2 "a gripping, funny and moving film" "a tedious, joyless mess"

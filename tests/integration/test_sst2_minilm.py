@@ -53,7 +53,8 @@ def test_minilm_houlsby_sst2_reaches_80_percent(stack_factory: Any, sst2_files: 
     assert ds["splits"]["train"]["rows"] == TRAIN_ROWS
     t0 = time.monotonic()
     job = client.submit("sst2", base_model="minilm", dataset_id=ds["id"], method="houlsby",
-                        hyperparameters={"epochs": 2, "learning_rate": 1e-3, "batch_size": 32, "max_length": 64})
+                        hyperparameters={"epochs": 1, "learning_rate": 1e-3, "batch_size": 32, "max_length": 64,
+                                         "eval_every": 1000})
     final = client.wait(job["id"], timeout=900, poll=1.0)
     wall = time.monotonic() - t0
     assert final["state"] == "succeeded", final
