@@ -227,8 +227,9 @@ def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny
                                                         tmp_path: Path) -> None:
     """Worker 1 freezes mid-training (SIGSTOP: alive, holding its message, no heartbeats); the reaper
     fences it (lease token cleared) and requeues; worker 2 trains and registers. Worker 1 then thaws
-    and carries on with a stale lease: it must register nothing."""
-    st = stack_factory(**FAULT)
+    and carries on with a stale lease: it must register nothing. On PostgreSQL, where the lease check
+    takes a real row lock."""
+    st = stack_factory(db="postgres", **FAULT)
     client = api(st)
     ds = setup_task(client, tiny_bert, tmp_path)
     w1 = st.start_worker(pool="prefork", name="w1")
@@ -356,7 +357,7 @@ def _enqueued_at(st: Stack, job_id: int) -> Any:
 
 def test_redis_down_at_submit_and_restarted_while_jobs_queued(stack_factory: Any, tiny_bert: Path,
                                                               tmp_path: Path, own_redis: RedisServer) -> None:
-    """Redis of our own, with no persistence (a restart loses every message).
+    """PostgreSQL, and a Redis of our own with no persistence (a restart loses every message).
 
     1. Redis is down when a job is submitted: the API still accepts it (the row is the truth), the
        failed send is recorded (enqueued_at NULL), and once Redis and a worker are up the reaper
@@ -365,7 +366,7 @@ def test_redis_down_at_submit_and_restarted_while_jobs_queued(stack_factory: Any
        (celery#8091), the running job finishes, the lost messages are re-sent, and every accepted
        job reaches a terminal state with exactly one version each.
     """
-    st = stack_factory(broker_url=own_redis.url, queued_resend_s=5, **FAULT)
+    st = stack_factory(db="postgres", broker_url=own_redis.url, queued_resend_s=5, **FAULT)
     client = api(st)
     ds = setup_task(client, tiny_bert, tmp_path)
 
