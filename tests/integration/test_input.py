@@ -192,6 +192,11 @@ def test_bad_job_fields(world: Any) -> None:
     base = {"task": "sent", "base_model": "tiny-bert", "dataset_id": ds, "hyperparameters": FAST_HP}
     problem(client.post("/api/jobs", json={**base, "method": "nope"}), 422, "method")
     problem(client.post("/api/jobs", json={**base, "method_config": {"reduction_factor": -1}}), 422)
+    for cfg in ('{"lora_alpha": NaN}', '{"lora_dropout": Infinity}', '{"r": 0}'):
+        raw = (f'{{"task": "sent", "base_model": "tiny-bert", "dataset_id": {ds}, "method": "lora", '
+               f'"method_config": {cfg}}}')
+        body = problem(client.post("/api/jobs", content=raw, headers={"content-type": "application/json"}), 422)
+        assert body["field"].startswith("method_config."), body
     problem(client.post("/api/jobs", json={**base, "dataset_id": 0}), 422, "dataset_id")
     problem(client.post("/api/jobs", json={**base, "dataset_id": 999}), 404, "dataset_id")
     problem(client.post("/api/jobs", json={**base, "parent_version": 3}), 422, "parent_version")
