@@ -325,3 +325,19 @@ def test_cli_commands(st: Stack, tmp_path: Path) -> None:
         assert cmd in res.output
     res = runner.invoke(cli_app, ["submit", "--help"])
     assert "--wait" in res.output
+
+
+def test_private_reads_need_a_token_on_the_fast_routes(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
+    """The pull manifest and version list do their own token check (one thread hop); it must match ReaderDep."""
+    st = stack_factory(public_reads="false")
+    st.start_api()
+    c = st.client()
+    c.register_base_model("tiny-bert", tiny_bert)
+    c.create_task("sent", type="single_label", labels=["neg", "pos"])
+    _import(c, tmp_path, 1)
+    for path in ("/api/tasks/sent/adapter", "/api/tasks/sent/versions", "/api/tasks/sent/versions/1"):
+        _problem(httpx.get(f"{st.api_url}{path}"), 401)
+        _problem(httpx.get(f"{st.api_url}{path}", headers={"Authorization": "Bearer nope"}), 401)
+        assert httpx.get(f"{st.api_url}{path}", headers=st.headers()).status_code == 200
+    assert c.manifest("sent")["version"] == 1
+    c.close()

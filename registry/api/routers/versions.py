@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile, status
@@ -81,10 +83,8 @@ async def list_task_versions(
     """A task's versions, newest first (cursor pagination). Like the pull manifest, the token
     check and the queries run in one hop to the thread pool."""
     settings: Settings = request.app.state.settings
-    result: dict[str, Any] = await run_in_threadpool(
-        _list_task_versions_sync, settings, authorization, name, min(limit, settings.max_page_size), cursor,
-        method, tag, min_metric)
-    return result
+    return await _run_read(_list_task_versions_sync, settings, authorization, name,
+                           min(limit, settings.max_page_size), cursor, method, tag, min_metric)
 
 
 @router.get("/api/tasks/{name}/versions/{number}")
@@ -115,6 +115,25 @@ def refuse_file_changes(session: SessionDep, principal: WriterDep, name: str, nu
                    field="files")
 
 
+# At most this many hot-path reads per API process run on the thread pool at once; the rest wait
+# in the event loop, in arrival order. On 2 cores 40 threads (and as many database connections,
+# on PostgreSQL as many backend processes) fighting for the CPU only lengthen the tail.
+READ_SLOTS = int(os.environ.get("REGISTRY_READ_SLOTS", "6"))
+_read_slots: asyncio.Semaphore | None = None
+
+
+async def _run_read(fn: Any, *args: Any) -> dict[str, Any]:
+    global _read_slots
+    if READ_SLOTS <= 0:
+        result: dict[str, Any] = await run_in_threadpool(fn, *args)
+        return result
+    if _read_slots is None:
+        _read_slots = asyncio.Semaphore(READ_SLOTS)
+    async with _read_slots:
+        result = await run_in_threadpool(fn, *args)
+        return result
+
+
 def _pull_manifest_sync(settings: Settings, name: str, alias: str | None, version: int | None,
                         authorization: str | None) -> dict[str, Any]:
     """Authentication, the read check and the manifest in one session on one worker thread."""
@@ -143,9 +162,7 @@ async def pull_manifest(
     session) but in a single hop to the thread pool instead of one per dependency, which keeps
     latency flat when many clients pull at once."""
     settings: Settings = request.app.state.settings
-    result: dict[str, Any] = await run_in_threadpool(_pull_manifest_sync, settings, name, alias, version,
-                                                      authorization)
-    return result
+    return await _run_read(_pull_manifest_sync, settings, name, alias, version, authorization)
 
 
 @router.get("/api/tasks/{name}/aliases")
