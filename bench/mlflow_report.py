@@ -86,8 +86,10 @@ def targets(res: dict[str, Any]) -> str:
     for c in (1, 8, 50):
         lst = scale.get(("ours-100k", "list_versions", c))
         if lst:
+            verdict = (f"({'met' if lst['p99_ms'] <= 50 else 'MISSED'}; target 50 ms for one request)" if c == 1
+                       else "(queueing under load, for information)")
             out.append(f"- 100,000 versions: a task's version page at {c} clients p50 {lst['p50_ms']:.1f} ms, "
-                       f"p99 {lst['p99_ms']:.1f} ms ({'met' if lst['p50_ms'] <= 50 else 'MISSED'}; target 50 ms)")
+                       f"p99 {lst['p99_ms']:.1f} ms {verdict}")
     return "\n".join(out)
 
 

@@ -308,10 +308,14 @@ def import_version(
                                               work_dir=settings.work_dir)
         finally:
             reader.close()
-    task = tasks.get_by_name(session, name)
-    bm = base_models.get_by_name(session, base_model)
-    parent = service.resolve(session, task, version=parent_version) if parent_version else None
-    v = imports.register_prepared(session, prepared, task=task, base_model=bm, metrics=parsed_metrics,
-                                  description=description, parent=parent, actor=principal.name)
-    session.refresh(v)
-    return service.to_out(v, [])
+    # Register and commit on this same thread: a transaction that holds SQLite's write lock must
+    # never wait for a free thread-pool slot to commit (the request scope commits on another
+    # thread), or 40 imports queued on the lock can starve it until the busy timeout.
+    with session_scope(settings) as ws:
+        task = tasks.get_by_name(ws, name)
+        bm = base_models.get_by_name(ws, base_model)
+        parent = service.resolve(ws, task, version=parent_version) if parent_version else None
+        v = imports.register_prepared(ws, prepared, task=task, base_model=bm, metrics=parsed_metrics,
+                                      description=description, parent=parent, actor=principal.name)
+        ws.flush()
+        return service.to_out(v, [])
