@@ -378,6 +378,21 @@ def lineage(task: str, version: int, url: UrlOpt = None, token: TokenOpt = None)
     out.print(tree)
 
 
+@app.command("trained-on")
+def trained_on(
+    dataset: Annotated[int | None, typer.Option("--dataset", help="dataset id")] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", help="base model name")] = None,
+    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Lineage the other way: every version trained on a dataset and/or a base model."""
+    if dataset is None and base_model is None:
+        raise typer.BadParameter("give --dataset or --base-model")
+    res = _run(lambda: _client(url, token).get("/api/lineage", dataset_id=dataset, base_model=base_model))
+    rows = [{"task": v["task"], "version": v["version"], "method": v["method"], "origin": v["origin"],
+             "parent": f"v{v['parent']['version']}" if v["parent"] else ""} for v in res["items"]]
+    _emit(res if as_json else rows, as_json, None if as_json else ["task", "version", "method", "origin", "parent"])
+
+
 @app.command("import")
 def import_(
     task: str, directory: Path,

@@ -228,6 +228,9 @@ def test_lineage_both_ways(st: Stack, client: Any, tmp_path: Path) -> None:
     _problem(httpx.get(f"{st.api_url}/api/lineage", params={"dataset_id": 99999}), 404)
     res = CliRunner().invoke(cli_app, ["lineage", "lin", "3", "--url", st.api_url, "--token", st.token])
     assert res.exit_code == 0 and "parent lin v2" in res.output and "parent lin v1" in res.output
+    res = CliRunner().invoke(cli_app, ["trained-on", "--dataset", str(ds["id"]), "--url", st.api_url,
+                                       "--token", st.token])
+    assert res.exit_code == 0 and "lin" in res.output and "v2" in res.output, res.output
 
 
 # -- pull: cache and integrity --------------------------------------------------------------------------
