@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = 256 * 1024 * 1024
     max_line_bytes: int = 1024 * 1024
     max_page_size: int = 200
+    # Hot read routes running at once per API process (the rest queue in the event loop); 0 = no cap.
+    hot_read_slots: int = 6
 
     cache_dir: Path = Path.home() / ".cache" / "adapter-registry"
     work_dir: Path | None = None  # worker scratch space; default home/work

@@ -307,3 +307,50 @@ def row_to_out(row: Any, task_name: str, aliases: list[str] | None = None) -> di
         "size_bytes": row.size_bytes, "code_version": row.code_version, "created_by": row.created_by,
         "created_at": row.created_at, "description": row.description, "tags": row.tags, "aliases": aliases or [],
     }
+
+
+def aliases_by_version(session: Session, task_id: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for a in repo.aliases_for_task(session, task_id):
+        out.setdefault(a.version_id, []).append(a.name)
+    return out
+
+
+def pull_manifest(session: Session, task_name: str, *, alias: str | None = None,
+                  version: int | None = None) -> dict[str, Any]:
+    """The manifest clients pull by task name: prebuilt indexed queries first, the ORM path for
+    everything else (and for the errors, which name the missing task, alias or version)."""
+    fast = fast_manifest(session, task_name, alias=alias, version=version)
+    if fast is not None:
+        return fast
+    from registry.tasks import service as tasks
+
+    task = tasks.get_by_name(session, task_name)
+    v = resolve(session, task, alias=alias, version=version)
+    return manifest(v, aliases_by_version(session, task.id).get(v.id, []))
+
+
+def list_task_versions(session: Session, task_name: str, *, limit: int, cursor: str | None,
+                       method: str | None = None, tag: str | None = None,
+                       min_metric: float | None = None) -> dict[str, Any]:
+    """A task's versions, newest first, one cursor page. The unfiltered page (the common one) is a
+    single joined Core query; filters go through the general keyset paginator."""
+    from registry.pagination import decode_cursor, encode_cursor
+    from registry.tasks import service as tasks
+
+    task = tasks.get_by_name(session, task_name)
+    by_version = aliases_by_version(session, task.id)
+    if method is None and tag is None and min_metric is None:
+        after = None
+        if cursor:
+            number, vid = decode_cursor(cursor)
+            if not isinstance(number, int) or not isinstance(vid, int):
+                raise InvalidInput("cursor is not valid", field="cursor")
+            after = (number, vid)
+        rows = repo.task_versions_rows(session, task.id, limit=limit, after=after)
+        next_cursor = encode_cursor([rows[limit - 1].number, rows[limit - 1].id]) if len(rows) > limit else None
+        return {"items": [row_to_out(r, task.name, by_version.get(r.id, [])) for r in rows[:limit]],
+                "next_cursor": next_cursor}
+    page = repo.list_page(session, task_id=task.id, method=method, tag=tag, min_metric=min_metric,
+                          limit=limit, cursor=cursor)
+    return {"items": [to_out(v, by_version.get(v.id, [])) for v in page.items], "next_cursor": page.next_cursor}

@@ -1,23 +1,19 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from registry.api.deps import LimitDep, ReaderDep, SessionDep, SettingsDep, StoreDep, WriterDep
+from registry.api.deps import LimitDep, ReaderDep, SessionDep, SettingsDep, StoreDep, WriterDep, hot_read
 from registry.api.uploads import plain_filename, spooled
-from registry.auth.service import authenticate, require
+from registry.auth.service import require
 from registry.basemodels import service as base_models
 from registry.db import new_session, session_scope
 from registry.errors import Conflict, InvalidInput
 from registry.methods import METHOD_NAMES
-from registry.pagination import decode_cursor, encode_cursor
 from registry.settings import Settings
 from registry.tasks import service as tasks
 from registry.versions import imports, service
@@ -37,41 +33,6 @@ class AliasSet(BaseModel):
     version: int = Field(ge=1)
 
 
-def _aliases_by_version(session: Any, task_id: int) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for a in repo.aliases_for_task(session, task_id):
-        out.setdefault(a.version_id, []).append(a.name)
-    return out
-
-
-def _list_task_versions_sync(
-    settings: Settings, authorization: str | None, name: str, limit: int, cursor: str | None,
-    method: str | None, tag: str | None, min_metric: float | None,
-) -> dict[str, Any]:
-    with session_scope(settings, write=False) as session:
-        principal = authenticate(session, settings, authorization)
-        if not settings.public_reads:
-            require(principal, "read")
-        task = tasks.get_by_name(session, name)
-        if method is None and tag is None and min_metric is None:  # the common page: one joined Core query
-            after = None
-            if cursor:
-                number, vid = decode_cursor(cursor)
-                if not isinstance(number, int) or not isinstance(vid, int):
-                    raise InvalidInput("cursor is not valid", field="cursor")
-                after = (number, vid)
-            rows = repo.task_versions_rows(session, task.id, limit=limit, after=after)
-            next_cursor = encode_cursor([rows[limit - 1].number, rows[limit - 1].id]) if len(rows) > limit else None
-            by_version = _aliases_by_version(session, task.id)
-            return {"items": [service.row_to_out(r, task.name, by_version.get(r.id, [])) for r in rows[:limit]],
-                    "next_cursor": next_cursor}
-        page = repo.list_page(session, task_id=task.id, method=method, tag=tag, min_metric=min_metric,
-                              limit=limit, cursor=cursor)
-        by_version = _aliases_by_version(session, task.id)
-        return {"items": [service.to_out(v, by_version.get(v.id, [])) for v in page.items],
-                "next_cursor": page.next_cursor}
-
-
 @router.get("/api/tasks/{name}/versions")
 async def list_task_versions(
     request: Request, name: str, cursor: str | None = None,
@@ -83,15 +44,16 @@ async def list_task_versions(
     """A task's versions, newest first (cursor pagination). Like the pull manifest, the token
     check and the queries run in one hop to the thread pool."""
     settings: Settings = request.app.state.settings
-    return await _run_read(_list_task_versions_sync, settings, authorization, name,
-                           min(limit, settings.max_page_size), cursor, method, tag, min_metric)
+    return await hot_read(settings, authorization, service.list_task_versions, name,
+                          limit=min(limit, settings.max_page_size), cursor=cursor, method=method, tag=tag,
+                          min_metric=min_metric)
 
 
 @router.get("/api/tasks/{name}/versions/{number}")
 def get_version(session: SessionDep, _: ReaderDep, name: str, number: int) -> dict[str, Any]:
     task = tasks.get_by_name(session, name)
     v = service.resolve(session, task, version=number)
-    return service.to_out(v, _aliases_by_version(session, task.id).get(v.id, []))
+    return service.to_out(v, service.aliases_by_version(session, task.id).get(v.id, []))
 
 
 @router.patch("/api/tasks/{name}/versions/{number}")
@@ -103,7 +65,7 @@ def update_version(
     task = tasks.get_by_name(session, name)
     v = service.resolve(session, task, version=number)
     service.update_metadata(session, v, description=body.description, tags=body.tags)
-    return service.to_out(v, _aliases_by_version(session, task.id).get(v.id, []))
+    return service.to_out(v, service.aliases_by_version(session, task.id).get(v.id, []))
 
 
 @router.api_route("/api/tasks/{name}/versions/{number}/files{rest:path}", methods=["PUT", "POST", "DELETE", "PATCH"])
@@ -113,40 +75,6 @@ def refuse_file_changes(session: SessionDep, principal: WriterDep, name: str, nu
     service.resolve(session, task, version=number)
     raise Conflict(f"{name} v{number} is immutable: its files cannot be changed; train or import a new version",
                    field="files")
-
-
-# At most this many hot-path reads per API process run on the thread pool at once; the rest wait
-# in the event loop, in arrival order. On 2 cores 40 threads (and as many database connections,
-# on PostgreSQL as many backend processes) fighting for the CPU only lengthen the tail.
-READ_SLOTS = int(os.environ.get("REGISTRY_READ_SLOTS", "6"))
-_read_slots: asyncio.Semaphore | None = None
-
-
-async def _run_read(fn: Any, *args: Any) -> dict[str, Any]:
-    global _read_slots
-    if READ_SLOTS <= 0:
-        result: dict[str, Any] = await run_in_threadpool(fn, *args)
-        return result
-    if _read_slots is None:
-        _read_slots = asyncio.Semaphore(READ_SLOTS)
-    async with _read_slots:
-        result = await run_in_threadpool(fn, *args)
-        return result
-
-
-def _pull_manifest_sync(settings: Settings, name: str, alias: str | None, version: int | None,
-                        authorization: str | None) -> dict[str, Any]:
-    """Authentication, the read check and the manifest in one session on one worker thread."""
-    with session_scope(settings, write=False) as session:
-        principal = authenticate(session, settings, authorization)
-        if not settings.public_reads:
-            require(principal, "read")
-        fast = service.fast_manifest(session, name, alias=alias, version=version)
-        if fast is not None:
-            return fast
-        task = tasks.get_by_name(session, name)
-        v = service.resolve(session, task, alias=alias, version=version)
-        return service.manifest(v, _aliases_by_version(session, task.id).get(v.id, []))
 
 
 @router.get("/api/tasks/{name}/adapter")
@@ -162,7 +90,7 @@ async def pull_manifest(
     session) but in a single hop to the thread pool instead of one per dependency, which keeps
     latency flat when many clients pull at once."""
     settings: Settings = request.app.state.settings
-    return await _run_read(_pull_manifest_sync, settings, name, alias, version, authorization)
+    return await hot_read(settings, authorization, service.pull_manifest, name, alias=alias, version=version)
 
 
 @router.get("/api/tasks/{name}/aliases")
