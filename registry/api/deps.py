@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from registry.auth.service import Principal, authenticate, require
-from registry.db import new_session, run_after_commit, session_scope
+from registry.db import session_scope
 from registry.settings import Settings
 from registry.storage import ArtifactStore
 
@@ -28,18 +28,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
-    """The only place the API commits: after the handler returned, then after-commit work (messages)."""
-    session = new_session(settings, write=request.method not in READ_METHODS)
-    try:
+    """The request's scope, the only place the API commits: after the handler returned (scope
+    "function", before the response is sent), then after-commit work such as Celery messages."""
+    with session_scope(settings, write=request.method not in READ_METHODS) as session:
         yield session
-        session.commit()
-        run_after_commit(session)
-    except BaseException:
-        session.rollback()
-        session.info.pop("after_commit", None)
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
