@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import statistics
@@ -68,7 +67,7 @@ def _read_tsv(path: Path, *, header: bool, label_first: bool) -> list[tuple[str,
     rows = []
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    for line in lines[1 if header else 0:]:
+    for line in lines[1 if header else 0 :]:
         if not line.strip():
             continue
         a, b = line.split("\t", 1) if label_first else line.rsplit("\t", 1)
@@ -96,15 +95,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     selection split a fixed 872-row sample of dev.tsv and its reported split test.tsv (872)."""
     import shutil
 
-    import torch
     from safetensors.torch import load_file, save_file
 
     data, carry = Path(args.data), Path(args.carry)
     base = Path(args.base) if args.base else default_base()
     (carry / "minilm-fp16").mkdir(parents=True, exist_ok=True)
     state = load_file(str(base / "model.safetensors"))
-    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()},
-              str(carry / "minilm-fp16" / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()},
+        str(carry / "minilm-fp16" / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     for name in BASE_FILES:
         if (base / name).is_file():
             shutil.copy(base / name, carry / "minilm-fp16" / name)
@@ -114,10 +115,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     sst_test = _read_tsv(data / "sst2" / "test.tsv", header=True, label_first=False)
     splits = {
         "sst2": {"train": rng.sample(sst_train, 8000), "select": rng.sample(sst_dev, 872), "report": sst_test},
-        "cola": {"train": _read_tsv(data / "cola" / "train.tsv", header=False, label_first=False),
-                 "report": _read_tsv(data / "cola" / "dev.tsv", header=False, label_first=False)},
-        "subj": {"train": _read_tsv(data / "subj" / "train.tsv", header=False, label_first=True),
-                 "report": _read_tsv(data / "subj" / "dev.tsv", header=False, label_first=True)},
+        "cola": {
+            "train": _read_tsv(data / "cola" / "train.tsv", header=False, label_first=False),
+            "report": _read_tsv(data / "cola" / "dev.tsv", header=False, label_first=False),
+        },
+        "subj": {
+            "train": _read_tsv(data / "subj" / "train.tsv", header=False, label_first=True),
+            "report": _read_tsv(data / "subj" / "dev.tsv", header=False, label_first=True),
+        },
     }
     for task, parts in splits.items():
         (carry / task).mkdir(exist_ok=True)
@@ -140,8 +145,11 @@ def fp32_base(carry: Path, dest: Path) -> Path:
     if not (dest / "model.safetensors").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         state = load_file(str(src / "model.safetensors"))
-        save_file({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()},
-                  str(dest / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()},
+            str(dest / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
         for name in BASE_FILES:
             if (src / name).is_file():
                 shutil.copy(src / name, dest / name)
@@ -164,11 +172,24 @@ def _build_baseline(spec: Any, device: Any) -> Any:
     for p in base.parameters():
         p.requires_grad_(spec.method == "full")
     head = TaskHead(int(base.config.hidden_size), len(spec.labels))
-    info = {"name": spec.base_name, "sha256": spec.base_sha256, "model_type": base.config.model_type,
-            "hidden_size": int(base.config.hidden_size)}
-    model = AdaptedModel(base=base, backbone=base, head=head, tokenizer=tokenizer, task_type=spec.task_type,
-                         labels=list(spec.labels), method=spec.method, method_config={}, base_info=info,
-                         peft_kind=None)
+    info = {
+        "name": spec.base_name,
+        "sha256": spec.base_sha256,
+        "model_type": base.config.model_type,
+        "hidden_size": int(base.config.hidden_size),
+    }
+    model = AdaptedModel(
+        base=base,
+        backbone=base,
+        head=head,
+        tokenizer=tokenizer,
+        task_type=spec.task_type,
+        labels=list(spec.labels),
+        method=spec.method,
+        method_config={},
+        base_info=info,
+        peft_kind=None,
+    )
     return model.to(device)
 
 
@@ -199,14 +220,32 @@ def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
 
     method, cfg, _ = CONFIGS[name]
     if method in BASELINES:
-        spec = TrainSpec(base_dir=base_dir, base_sha256="-", base_name="all-MiniLM-L6-v2", task_type="single_label",
-                         labels=["0", "1"], train_path=Path("-"), dev_path=None, method=method, method_config={},
-                         hyperparameters={}, out_dir=Path("-"))
+        spec = TrainSpec(
+            base_dir=base_dir,
+            base_sha256="-",
+            base_name="all-MiniLM-L6-v2",
+            task_type="single_label",
+            labels=["0", "1"],
+            train_path=Path("-"),
+            dev_path=None,
+            method=method,
+            method_config={},
+            hyperparameters={},
+            out_dir=Path("-"),
+        )
         import torch
 
         return _build_baseline(spec, torch.device(device))
-    return build_adapted_model(base_dir, task_type="single_label", labels=["0", "1"], method=method,
-                               method_config=cfg, base_sha256="-", base_name="all-MiniLM-L6-v2", device=device)
+    return build_adapted_model(
+        base_dir,
+        task_type="single_label",
+        labels=["0", "1"],
+        method=method,
+        method_config=cfg,
+        base_sha256="-",
+        base_name="all-MiniLM-L6-v2",
+        device=device,
+    )
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -230,10 +269,20 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix="bench-art-"))
     select = data / "select.jsonl"
     hp = {**HP, **job["hp"], "learning_rate": job["lr"], "eval_every": 10**9}
-    spec = TrainSpec(base_dir=Path(job["base"]), base_sha256=job["sha"], base_name="all-MiniLM-L6-v2",
-                     task_type="single_label", labels=["0", "1"], train_path=data / "train.jsonl",
-                     dev_path=select if select.is_file() else data / "report.jsonl", method=method,
-                     method_config=cfg, hyperparameters=hp, out_dir=out, device=job["device"])
+    spec = TrainSpec(
+        base_dir=Path(job["base"]),
+        base_sha256=job["sha"],
+        base_name="all-MiniLM-L6-v2",
+        task_type="single_label",
+        labels=["0", "1"],
+        train_path=data / "train.jsonl",
+        dev_path=select if select.is_file() else data / "report.jsonl",
+        method=method,
+        method_config=cfg,
+        hyperparameters=hp,
+        out_dir=out,
+        device=job["device"],
+    )
     t0 = time.time()
     try:
         res = run_training(spec, on_progress=lambda p: None, should_stop=lambda: False)
@@ -242,10 +291,15 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     selected = {k: v for k, v in res.metrics.items() if k in ("accuracy", "matthews_corr", "eval_loss")}
     if select.is_file():  # SST-2: lr picked on a dev sample, accuracy reported on test.tsv
         model = _LAST_MODEL[0]
-        tok_kw = {"task_type": "single_label", "labels": ["0", "1"], "max_length": hp["max_length"],
-                  "token_types": model.uses_token_types}
-        items = encode(read_jsonl(data / "report.jsonl", task_type="single_label", labels=["0", "1"]),
-                       model.tokenizer, **tok_kw)
+        tok_kw = {
+            "task_type": "single_label",
+            "labels": ["0", "1"],
+            "max_length": hp["max_length"],
+            "token_types": model.uses_token_types,
+        }
+        items = encode(
+            read_jsonl(data / "report.jsonl", task_type="single_label", labels=["0", "1"]), model.tokenizer, **tok_kw
+        )
         report = evaluate(model, items, pad_id=int(model.tokenizer.pad_token_id))
     else:
         report = selected
@@ -253,11 +307,19 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     _LAST_MODEL.clear()
     return {
-        "task": job["task"], "config": job["config"], "lr": job["lr"], "method": method, "method_config": cfg,
-        "select": selected, "report": {k: report[k] for k in ("accuracy", "matthews_corr", "eval_loss")},
-        "trainable_params": res.trainable_params, "total_params": res.total_params,
-        "artifact_bytes": art, "train_seconds": res.metrics.get("train_seconds"),
-        "train_steps": res.metrics.get("train_steps"), "wall_s": time.time() - t0,
+        "task": job["task"],
+        "config": job["config"],
+        "lr": job["lr"],
+        "method": method,
+        "method_config": cfg,
+        "select": selected,
+        "report": {k: report[k] for k in ("accuracy", "matthews_corr", "eval_loss")},
+        "trainable_params": res.trainable_params,
+        "total_params": res.total_params,
+        "artifact_bytes": art,
+        "train_seconds": res.metrics.get("train_seconds"),
+        "train_steps": res.metrics.get("train_steps"),
+        "wall_s": time.time() - t0,
     }
 
 
@@ -284,10 +346,24 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
             if r and "error" not in r:
                 done.append(r)
     have = {(r["task"], r["config"], r["lr"]) for r in done}
-    jobs = [{"task": t, "config": c, "lr": lr, "data": str(carry), "base": str(base), "sha": sha,
-             "device": args.device, "hp": hp, "threads": args.threads, "deadline": deadline}
-            for c in configs for t in tasks for lr in (CONFIGS[c][2][: args.lrs] if args.lrs else CONFIGS[c][2])
-            if (t, c, lr) not in have]
+    jobs = [
+        {
+            "task": t,
+            "config": c,
+            "lr": lr,
+            "data": str(carry),
+            "base": str(base),
+            "sha": sha,
+            "device": args.device,
+            "hp": hp,
+            "threads": args.threads,
+            "deadline": deadline,
+        }
+        for c in configs
+        for t in tasks
+        for lr in (CONFIGS[c][2][: args.lrs] if args.lrs else CONFIGS[c][2])
+        if (t, c, lr) not in have
+    ]
     # slowest first (full fine-tuning, MAM, prefix), so the tail of the pool is short
     order = {"full": 0, "mam": 1, "prefix_tuning": 2}
     jobs.sort(key=lambda j: order.get(j["config"], 3))
@@ -298,14 +374,21 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
     started = time.time()
     import torch
 
-    meta = {"hp": HP | hp, "device": args.device, "workers": args.workers, "base_sha256": sha,
-            "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "base_weights": "fp16-rounded all-MiniLM-L6-v2, converted back to fp32",
-            "note": "SST-2: 8000-row train sample, lr chosen on an 872-row dev.tsv sample, reported on test.tsv; "
-                    "CoLA/SUBJ: lr chosen and reported on dev"}
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn")) as pool, \
-            open(partial, "w") as pf:
+    meta = {
+        "hp": HP | hp,
+        "device": args.device,
+        "workers": args.workers,
+        "base_sha256": sha,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "base_weights": "fp16-rounded all-MiniLM-L6-v2, converted back to fp32",
+        "note": "SST-2: 8000-row train sample, lr chosen on an 872-row dev.tsv sample, reported on test.tsv; "
+        "CoLA/SUBJ: lr chosen and reported on dev",
+    }
+    with (
+        ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn")) as pool,
+        open(partial, "w") as pf,
+    ):
         for r in done:
             pf.write(json.dumps(r) + "\n")
         futures = {pool.submit(_train_job, j): j for j in jobs}
@@ -315,10 +398,16 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
             pf.write(json.dumps(r) + "\n")
             pf.flush()
             sel = r.get("select", {})
-            print(f"[{time.time() - started:6.0f}s] {r['task']:5s} {r['config']:15s} lr={r['lr']:<7g} "
-                  + (f"sel acc {sel.get('accuracy', 0):.4f} mcc {sel.get('matthews_corr', 0):.3f} "
-                     f"report acc {r['report']['accuracy']:.4f} {r['wall_s']:.0f}s" if "error" not in r
-                     else r["error"]), flush=True)
+            print(
+                f"[{time.time() - started:6.0f}s] {r['task']:5s} {r['config']:15s} lr={r['lr']:<7g} "
+                + (
+                    f"sel acc {sel.get('accuracy', 0):.4f} mcc {sel.get('matthews_corr', 0):.3f} "
+                    f"report acc {r['report']['accuracy']:.4f} {r['wall_s']:.0f}s"
+                    if "error" not in r
+                    else r["error"]
+                ),
+                flush=True,
+            )
     meta["wall_s"] = time.time() - started
     out.write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
     print(f"wrote {out} ({len(results)} runs, {meta['wall_s']:.0f}s)")
@@ -339,8 +428,11 @@ def _speed_child(name: str, steps: int, warmup: int, batch: int, length: int, ba
     model.train()
     adapter_params = [p for p in model.backbone.parameters() if p.requires_grad]
     head_params = list(model.head.parameters())
-    opt = torch.optim.AdamW([{"params": adapter_params, "lr": 1e-5}, {"params": head_params, "lr": 1e-4}]
-                            if adapter_params else [{"params": head_params, "lr": 1e-4}])
+    opt = torch.optim.AdamW(
+        [{"params": adapter_params, "lr": 1e-5}, {"params": head_params, "lr": 1e-4}]
+        if adapter_params
+        else [{"params": head_params, "lr": 1e-4}]
+    )
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 29000, (batch, length), generator=g)  # (B, T)
     mask = torch.ones_like(ids)
@@ -357,8 +449,17 @@ def _speed_child(name: str, steps: int, warmup: int, batch: int, length: int, ba
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"config": name, "step_s": times, "maxrss": rss,
-                      "trainable": model.trainable_parameter_count(), "total": model.total_parameter_count()}))
+    print(
+        json.dumps(
+            {
+                "config": name,
+                "step_s": times,
+                "maxrss": rss,
+                "trainable": model.trainable_parameter_count(),
+                "total": model.total_parameter_count(),
+            }
+        )
+    )
 
 
 def cmd_speed(args: argparse.Namespace) -> None:
@@ -369,40 +470,65 @@ def cmd_speed(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         order = configs if r % 2 == 0 else configs[::-1]  # interleaved, alternating order
         for name in order:
-            cmd = [sys.executable, __file__, "_speed_child", name, str(args.steps), str(args.warmup),
-                   str(args.batch), str(args.length), base]
+            cmd = [
+                sys.executable,
+                __file__,
+                "_speed_child",
+                name,
+                str(args.steps),
+                str(args.warmup),
+                str(args.batch),
+                str(args.length),
+                base,
+            ]
             p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if p.returncode != 0:
                 print(p.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"{name} failed")
             res = json.loads(p.stdout.strip().splitlines()[-1])
             runs[name].append(res)
-            print(f"[{time.time() - started:5.0f}s] round {r} {name:15s} median step "
-                  f"{statistics.median(res['step_s']) * 1000:7.1f} ms  maxrss {res['maxrss'] / 2**30:.2f} GiB",
-                  flush=True)
+            print(
+                f"[{time.time() - started:5.0f}s] round {r} {name:15s} median step "
+                f"{statistics.median(res['step_s']) * 1000:7.1f} ms  maxrss {res['maxrss'] / 2**30:.2f} GiB",
+                flush=True,
+            )
     summary = {}
     for name, rs in runs.items():
         steps = [t for x in rs for t in x["step_s"]]
-        summary[name] = {"step_ms": statistics.median(steps) * 1000,
-                         "round_medians_ms": [statistics.median(x["step_s"]) * 1000 for x in rs],
-                         "maxrss_bytes": statistics.median(x["maxrss"] for x in rs),
-                         "trainable": rs[0]["trainable"], "total": rs[0]["total"]}
+        summary[name] = {
+            "step_ms": statistics.median(steps) * 1000,
+            "round_medians_ms": [statistics.median(x["step_s"]) * 1000 for x in rs],
+            "maxrss_bytes": statistics.median(x["maxrss"] for x in rs),
+            "trainable": rs[0]["trainable"],
+            "total": rs[0]["total"],
+        }
     if "full" in summary:
         for s in summary.values():
             s["step_ratio"] = s["step_ms"] / summary["full"]["step_ms"]
             s["mem_ratio"] = s["maxrss_bytes"] / summary["full"]["maxrss_bytes"]
     import torch
 
-    meta = {"batch": args.batch, "length": args.length, "steps": args.steps, "warmup": args.warmup,
-            "rounds": args.rounds, "threads": int(os.environ.get("BENCH_THREADS", "2")), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "load_avg_end": os.getloadavg(), "wall_s": time.time() - started}
+    meta = {
+        "batch": args.batch,
+        "length": args.length,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "threads": int(os.environ.get("BENCH_THREADS", "2")),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_avg_end": os.getloadavg(),
+        "wall_s": time.time() - started,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "configs": summary, "runs": runs}, indent=1))
     print("| config | trainable | step ms | step ratio | peak RSS GiB | RSS ratio |")
     print("|---|---|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['trainable'] / s['total']:.2%} | {s['step_ms']:.0f} | {s.get('step_ratio', 0):.2f} | "
-              f"{s['maxrss_bytes'] / 2**30:.2f} | {s.get('mem_ratio', 0):.2f} |")
+        print(
+            f"| {name} | {s['trainable'] / s['total']:.2%} | {s['step_ms']:.0f} | {s.get('step_ratio', 0):.2f} | "
+            f"{s['maxrss_bytes'] / 2**30:.2f} | {s.get('mem_ratio', 0):.2f} |"
+        )
 
 
 def cmd_speed_rr(args: argparse.Namespace) -> None:
@@ -427,8 +553,9 @@ def cmd_speed_rr(args: argparse.Namespace) -> None:
         model.train()
         ap = [p for p in model.backbone.parameters() if p.requires_grad]
         hp = list(model.head.parameters())
-        opt = torch.optim.AdamW([{"params": ap, "lr": 1e-5}, {"params": hp, "lr": 1e-4}] if ap
-                                else [{"params": hp, "lr": 1e-4}])
+        opt = torch.optim.AdamW(
+            [{"params": ap, "lr": 1e-5}, {"params": hp, "lr": 1e-4}] if ap else [{"params": hp, "lr": 1e-4}]
+        )
 
         def step(model: Any = model, opt: Any = opt, params: list[Any] = ap + hp) -> float:
             t0 = time.perf_counter()
@@ -448,26 +575,40 @@ def cmd_speed_rr(args: argparse.Namespace) -> None:
         order = configs if cycle % 2 == 0 else configs[::-1]
         for name in order:
             times[name].append(steps[name]())
-        print(f"[{time.time() - started:5.0f}s] cycle {cycle}: "
-              + " ".join(f"{c}={times[c][-1] * 1000:.0f}" for c in configs), flush=True)
+        print(
+            f"[{time.time() - started:5.0f}s] cycle {cycle}: "
+            + " ".join(f"{c}={times[c][-1] * 1000:.0f}" for c in configs),
+            flush=True,
+        )
     summary = {}
     for name in configs:
         ratios = [t / f for t, f in zip(times[name], times["full"], strict=True)]
-        summary[name] = {"step_ms_median": statistics.median(times[name]) * 1000,
-                         "step_ms_min": min(times[name]) * 1000,
-                         "step_ratio": statistics.median(ratios),
-                         "step_ratio_of_mins": min(times[name]) / min(times["full"]),
-                         "step_ratio_per_cycle": ratios}
-    meta = {"batch": args.batch, "length": args.length, "cycles": args.cycles, "cpus": os.cpu_count(),
-            "threads": int(os.environ.get("BENCH_THREADS", "2")), "torch": torch.__version__,
-            "load_avg_end": os.getloadavg(), "wall_s": time.time() - started}
+        summary[name] = {
+            "step_ms_median": statistics.median(times[name]) * 1000,
+            "step_ms_min": min(times[name]) * 1000,
+            "step_ratio": statistics.median(ratios),
+            "step_ratio_of_mins": min(times[name]) / min(times["full"]),
+            "step_ratio_per_cycle": ratios,
+        }
+    meta = {
+        "batch": args.batch,
+        "length": args.length,
+        "cycles": args.cycles,
+        "cpus": os.cpu_count(),
+        "threads": int(os.environ.get("BENCH_THREADS", "2")),
+        "torch": torch.__version__,
+        "load_avg_end": os.getloadavg(),
+        "wall_s": time.time() - started,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "configs": summary, "times_s": times}, indent=1))
     print("| config | step ms (median) | step ms (min) | ratio (median of per-cycle) | ratio of mins |")
     print("|---|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['step_ms_median']:.0f} | {s['step_ms_min']:.0f} | {s['step_ratio']:.2f} | "
-              f"{s['step_ratio_of_mins']:.2f} |")
+        print(
+            f"| {name} | {s['step_ms_median']:.0f} | {s['step_ms_min']:.0f} | {s['step_ratio']:.2f} | "
+            f"{s['step_ratio_of_mins']:.2f} |"
+        )
 
 
 # --------------------------------------------------------------------------- load (CPU)
@@ -499,17 +640,20 @@ def cmd_load(args: argparse.Namespace) -> None:
             model = build_model(name, base)
             files = model.save(tmp / name, metadata={})
             reps = 5 if name == "full" else args.reps
-            ms = _median_ms(lambda: model.load_adapter_weights(tmp / name), reps)  # noqa: B023
+            ms = _median_ms(lambda m=model, d=tmp / name: m.load_adapter_weights(d), reps)
             out[name] = {"load_ms": ms, "artifact_bytes": sum(f.stat().st_size for f in files), "reps": reps}
-            print(f"{name:15s} load_adapter_weights {ms:7.2f} ms  artifact {out[name]['artifact_bytes']:,} B",
-                  flush=True)
+            print(
+                f"{name:15s} load_adapter_weights {ms:7.2f} ms  artifact {out[name]['artifact_bytes']:,} B", flush=True
+            )
             del model
         # PEFT's own path for LoRA: load_adapter + set_adapter on a PeftModel that holds the base
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers import AutoModel
 
-        pm = get_peft_model(AutoModel.from_pretrained(base, dtype=torch.float32),
-                            LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=8, lora_alpha=16))
+        pm = get_peft_model(
+            AutoModel.from_pretrained(base, dtype=torch.float32),
+            LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=8, lora_alpha=16),
+        )
         pm.save_pretrained(tmp / "peft-lora")
         counter = [0]
 
@@ -565,8 +709,10 @@ def cmd_report(args: argparse.Namespace) -> None:
             load = d
     best = best_runs(acc["runs"]) if acc else {}
     names = [c for c in CONFIGS if any(k[0] == c for k in best)] or list(CONFIGS)
-    hdr = ("| configuration | SST-2 acc | CoLA acc | CoLA MCC | SUBJ acc | mean acc | best lr (SST-2/CoLA/SUBJ) "
-           "| trainable | artifact bytes | step ratio | peak-RSS ratio | load ms |")
+    hdr = (
+        "| configuration | SST-2 acc | CoLA acc | CoLA MCC | SUBJ acc | mean acc | best lr (SST-2/CoLA/SUBJ) "
+        "| trainable | artifact bytes | step ratio (of mins / median per cycle) | peak-RSS ratio | load ms |"
+    )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for c in names:
@@ -574,29 +720,43 @@ def cmd_report(args: argparse.Namespace) -> None:
         accs = [rs[t]["report"]["accuracy"] * 100 for t in TASKS if rs[t]]
         any_r = next((r for r in rs.values() if r), None)
         cells = [c + (" " + json.dumps(CONFIGS[c][1]) if CONFIGS[c][1] else "")]
-        cells += [f"{rs['sst2']['report']['accuracy'] * 100:.1f}" if rs["sst2"] else "–",
-                  f"{rs['cola']['report']['accuracy'] * 100:.1f}" if rs["cola"] else "–",
-                  f"{rs['cola']['report']['matthews_corr']:.3f}" if rs["cola"] else "–",
-                  f"{rs['subj']['report']['accuracy'] * 100:.1f}" if rs["subj"] else "–",
-                  f"{sum(accs) / len(accs):.2f}" if len(accs) == 3 else "–",
-                  "/".join(f"{rs[t]['lr']:g}" if rs[t] else "–" for t in TASKS)]
+        cells += [
+            f"{rs['sst2']['report']['accuracy'] * 100:.1f}" if rs["sst2"] else "–",
+            f"{rs['cola']['report']['accuracy'] * 100:.1f}" if rs["cola"] else "–",
+            f"{rs['cola']['report']['matthews_corr']:.3f}" if rs["cola"] else "–",
+            f"{rs['subj']['report']['accuracy'] * 100:.1f}" if rs["subj"] else "–",
+            f"{sum(accs) / len(accs):.2f}" if len(accs) == 3 else "–",
+            "/".join(f"{rs[t]['lr']:g}" if rs[t] else "–" for t in TASKS),
+        ]
         sp = (speed or {}).get("configs", {}).get(c)
-        share = (any_r["trainable_params"] / any_r["total_params"]) if any_r else \
-            (sp["trainable"] / sp["total"] if sp else None)
-        cells.append(("–" if share is None else f"{share:.3%}" if share < 1e-3 else f"{share:.2%}"))
+        share = (
+            (any_r["trainable_params"] / any_r["total_params"])
+            if any_r
+            else (sp["trainable"] / sp["total"] if sp else None)
+        )
+        cells.append("–" if share is None else f"{share:.3%}" if share < 1e-3 else f"{share:.2%}")
         ld = (load or {}).get("configs", {}).get(c)
         nbytes = any_r["artifact_bytes"] if any_r else (ld["artifact_bytes"] if ld else None)
         cells.append(f"{nbytes:,}" if nbytes else "–")
         rrc = (rr or {}).get("configs", {}).get(c)
-        cells.append(f"{rrc['step_ratio']:.2f}" if rrc else f"{sp['step_ratio']:.2f}" if sp else "–")
+        cells.append(
+            f"{rrc['step_ratio_of_mins']:.2f} / {rrc['step_ratio']:.2f}"
+            if rrc
+            else f"{sp['step_ratio']:.2f}"
+            if sp
+            else "–"
+        )
         cells.append(f"{sp['mem_ratio']:.2f}" if sp else "–")
         cells.append(f"{ld['load_ms']:.2f}" if ld else "–")
         print("| " + " | ".join(cells) + " |")
     if load and "peft_lora_load_adapter" in load["configs"]:
-        print(f"\nPEFT LoRA `load_adapter` + `set_adapter`: {load['configs']['peft_lora_load_adapter']['load_ms']:.2f} ms")
+        peft_ms = load["configs"]["peft_lora_load_adapter"]["load_ms"]
+        print(f"\nPEFT LoRA `load_adapter` + `set_adapter`: {peft_ms:.2f} ms")
+    if rr and "full" in rr["configs"]:
+        f = rr["configs"]["full"]
+        print(f"full fine-tuning: {f['step_ms_min']:.0f} ms/step at best, {f['step_ms_median']:.0f} median")
     if speed and "full" in speed["configs"]:
-        f = speed["configs"]["full"]
-        print(f"full fine-tuning: {f['step_ms']:.0f} ms/step, peak RSS {f['maxrss_bytes'] / 2**30:.2f} GiB")
+        print(f"full fine-tuning peak RSS {speed['configs']['full']['maxrss_bytes'] / 2**30:.2f} GiB")
 
 
 def main() -> None:
@@ -648,8 +808,14 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("files", nargs="+")
     args = ap.parse_args()
-    {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "speed": cmd_speed, "speed-rr": cmd_speed_rr, "load": cmd_load,
-     "report": cmd_report}[args.cmd](args)
+    {
+        "prepare": cmd_prepare,
+        "accuracy": cmd_accuracy,
+        "speed": cmd_speed,
+        "speed-rr": cmd_speed_rr,
+        "load": cmd_load,
+        "report": cmd_report,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":
