@@ -78,10 +78,11 @@ def main() -> int:
         for base, device, steps in runs:
             sha = shas[base]
             out = tmp / f"out-{method}-{len(rows)}-{device}"
-            hp = {"epochs": 3, "batch_size": 16, "max_length": 128, "learning_rate": 1e-2 if base == small else 3e-3, "seed": 0,
-                  "max_steps": steps}
+            hp = {"epochs": 3, "batch_size": 16, "max_length": 128, "seed": 0, "max_steps": steps,
+                  "learning_rate": 1e-2 if base == small else 3e-3}
             spec = TrainSpec(base_dir=base, base_sha256=sha, base_name="minilm-shape", task_type="single_label",
-                             labels=["0", "1"], train_path=tmp / "train.jsonl", dev_path=(tmp / "dev.jsonl") if base == small else None,
+                             labels=["0", "1"], train_path=tmp / "train.jsonl",
+                             dev_path=(tmp / "dev.jsonl") if base == small else None,
                              method=method, method_config=cfg, hyperparameters=hp, out_dir=out, device=device)
             losses: list[float] = []
             stamps: list[tuple[int, float]] = []
