@@ -43,44 +43,36 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class HoulsbyConfig:
+class BottleneckConfig:
+    """Options every bottleneck adapter shares (the family in registry/methods/bottleneck.py)."""
+
+    reduction_factor: int | None = _f(
+        None, "hidden size / bottleneck size (default 16 when bottleneck_size is not given)", min=1, max=4096
+    )
+    bottleneck_size: int | None = _f(None, "bottleneck width; give this or reduction_factor", min=1, max=65536)
+    non_linearity: str = _f("relu", "activation inside the bottleneck", choices=NON_LINEARITIES)
+    skip_layers: int = _f(0, "leave the lowest k layers without adapters (AdapterDrop)", min=0, max=1024)
+    train_layer_norms: bool = _f(False, "also train the LayerNorms of adapted layers")
+
+
+@dataclass(frozen=True)
+class HoulsbyConfig(BottleneckConfig):
     """Houlsby et al. 2019: a bottleneck adapter after the attention output projection and one
     after the FFN output projection of every layer, before the residual + LayerNorm.
     The up-projection starts at zero, so a fresh adapter is exactly the identity."""
 
-    reduction_factor: int | None = _f(
-        None, "hidden size / bottleneck size (default 16 when bottleneck_size is not given)", min=1, max=4096
-    )
-    bottleneck_size: int | None = _f(None, "bottleneck width; give this or reduction_factor", min=1, max=65536)
     non_linearity: str = _f("swish", "activation inside the bottleneck", choices=NON_LINEARITIES)
-    skip_layers: int = _f(0, "leave the lowest k layers without adapters (AdapterDrop)", min=0, max=1024)
-    train_layer_norms: bool = _f(False, "also train the LayerNorms of adapted layers (as Houlsby et al.)")
 
 
 @dataclass(frozen=True)
-class PfeifferConfig:
+class PfeifferConfig(BottleneckConfig):
     """Pfeiffer et al. 2021: a single bottleneck adapter after the FFN output of every layer."""
 
-    reduction_factor: int | None = _f(
-        None, "hidden size / bottleneck size (default 16 when bottleneck_size is not given)", min=1, max=4096
-    )
-    bottleneck_size: int | None = _f(None, "bottleneck width; give this or reduction_factor", min=1, max=65536)
-    non_linearity: str = _f("relu", "activation inside the bottleneck", choices=NON_LINEARITIES)
-    skip_layers: int = _f(0, "leave the lowest k layers without adapters (AdapterDrop)", min=0, max=1024)
-    train_layer_norms: bool = _f(False, "also train the LayerNorms of adapted layers")
-
 
 @dataclass(frozen=True)
-class ParallelConfig:
+class ParallelConfig(BottleneckConfig):
     """He et al. 2022: a bottleneck adapter parallel to the FFN: ``FFN(x) + s * A(x)``."""
 
-    reduction_factor: int | None = _f(
-        None, "hidden size / bottleneck size (default 16 when bottleneck_size is not given)", min=1, max=4096
-    )
-    bottleneck_size: int | None = _f(None, "bottleneck width; give this or reduction_factor", min=1, max=65536)
-    non_linearity: str = _f("relu", "activation inside the bottleneck", choices=NON_LINEARITIES)
-    skip_layers: int = _f(0, "leave the lowest k layers without adapters (AdapterDrop)", min=0, max=1024)
-    train_layer_norms: bool = _f(False, "also train the LayerNorms of adapted layers")
     scaling: float = _f(1.0, "scale s of the adapter output", min=1e-6, max=1e4)
 
 

@@ -64,3 +64,15 @@ def make_tiny_model(arch: str, d: Path, *, seed: int = 0) -> Path:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-models")
     return {arch: make_tiny_model(arch, root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
+    per process made the methods/training files 4x slower; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

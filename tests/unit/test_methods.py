@@ -17,15 +17,7 @@ pytest.importorskip("peft")
 from registry.errors import BaseModelMismatch, InvalidInput  # noqa: E402
 from registry.methods import METHOD_NAMES, read_adapter_meta, validate_method_config  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
-    per process made this file 4x slower; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ARCHS = ("bert", "roberta", "distilbert", "gpt2", "llama")
 NO_PREFIX = ("distilbert",)

@@ -18,15 +18,7 @@ from registry.methods import read_adapter_meta  # noqa: E402
 from workers.training import Progress, TrainingCancelled, TrainSpec, run_training  # noqa: E402
 from workers.training.metrics import classification_metrics, regression_metrics  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
-    per process made this file 4x slower; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 POS_WORDS = ["good", "great", "fun"]
 NEG_WORDS = ["bad", "awful", "boring"]
