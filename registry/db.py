@@ -17,15 +17,17 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -74,7 +76,23 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def make_read_engine(settings: Settings) -> Engine:
+    """The engine behind :func:`read_scope`: PostgreSQL in autocommit, without pre-ping.
+
+    A hot read is one or two single-statement lookups, each consistent on its own, so it needs no
+    transaction; in autocommit it costs one round trip per statement instead of pre-ping + BEGIN +
+    statements + COMMIT (five round trips for a pull manifest, the bound on 2 cores). A connection the
+    server dropped is caught by :func:`read_scope`'s one retry instead of a ping on every checkout.
+    SQLite is in-process (no round trips): it shares the main engine and its pragmas."""
+    if settings.database_url.startswith("sqlite"):
+        return get_engine(settings)
+    slots = max(settings.hot_read_slots, 1)
+    return create_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=slots,
+                         max_overflow=slots, pool_recycle=3600)
+
+
 _engines: dict[str, Engine] = {}
+_read_engines: dict[str, Engine] = {}
 _makers: dict[tuple[str, bool], sessionmaker[Session]] = {}
 _lock = threading.Lock()
 
@@ -87,6 +105,17 @@ def get_engine(settings: Settings | None = None) -> Engine:
         if url not in _engines:
             _engines[url] = make_engine(settings)
         return _engines[url]
+
+
+def get_read_engine(settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        return get_engine(settings)
+    with _lock:
+        if url not in _read_engines:
+            _read_engines[url] = make_read_engine(settings)
+        return _read_engines[url]
 
 
 def new_session(settings: Settings | None = None, *, write: bool = True) -> Session:
@@ -103,10 +132,23 @@ def new_session(settings: Settings | None = None, *, write: bool = True) -> Sess
 def dispose_engines() -> None:
     """Close every pool (tests, and after a fork so children never share connections)."""
     with _lock:
-        for engine in _engines.values():
+        for engine in (*_engines.values(), *_read_engines.values()):
             engine.dispose()
         _engines.clear()
+        _read_engines.clear()
         _makers.clear()
+
+
+def forget_inherited_connections() -> None:
+    """In a forked child: drop the pooled connections inherited from the parent without closing the
+    parent's sockets (``dispose(close=False)``), and a lock another thread may have held at the fork."""
+    global _lock
+    for engine in (*_engines.values(), *_read_engines.values()):
+        engine.dispose(close=False)
+    _engines.clear()
+    _read_engines.clear()
+    _makers.clear()
+    _lock = threading.Lock()
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -136,3 +178,23 @@ def session_scope(settings: Settings | None = None, *, write: bool = True) -> It
         raise
     finally:
         session.close()
+
+
+def read_scope(settings: Settings, fn: Callable[[Session], T]) -> T:
+    """``fn(session)`` on the hot read engine (see :func:`make_read_engine`); read-only, never commits.
+
+    With no pre-ping, the first statement on a connection the server dropped (a PostgreSQL restart)
+    fails as a disconnect; SQLAlchemy then invalidates the pool, and the call runs once more on a
+    fresh connection. ``fn`` must only read: it may run twice."""
+    engine = get_read_engine(settings)
+    for attempt in (1, 2):
+        session = Session(bind=engine, expire_on_commit=False, autoflush=False)
+        try:
+            return fn(session)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+            log.warning("hot read hit a dropped database connection; retrying on a fresh one")
+        finally:
+            session.close()
+    raise AssertionError("unreachable")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 from celery import Celery
@@ -89,13 +88,9 @@ def effective_settings(celery_app: Celery = app) -> dict[str, Any]:
 def _forget_parent_connections(**_: object) -> None:
     """A prefork child must not use the pooled database connections it inherited from the main
     process (the reaper thread there has some): drop them without closing the parent's sockets."""
-    from registry import db
+    from registry.db import forget_inherited_connections
 
-    for engine in list(db._engines.values()):
-        engine.dispose(close=False)
-    db._engines.clear()
-    db._makers.clear()
-    db._lock = threading.Lock()  # in case the fork happened while another thread held it
+    forget_inherited_connections()
 
 
 @worker_ready.connect

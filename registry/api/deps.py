@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from registry.auth.service import Principal, authenticate, require
-from registry.db import session_scope
+from registry.db import read_scope, session_scope
 from registry.settings import Settings
 from registry.storage import ArtifactStore
 
@@ -88,16 +88,19 @@ _read_slots: dict[int, asyncio.Semaphore] = {}
 async def hot_read(settings: Settings, authorization: str | None, fn: Callable[..., T], *args: Any,
                    **kwargs: Any) -> T:
     """For the hottest read routes (pull manifest, version list): the token check, the read session
-    and ``fn(session, *args)`` in ONE hop to the thread pool instead of one per dependency, with at
+    (:func:`registry.db.read_scope`: no transaction, no pre-ping on PostgreSQL) and
+    ``fn(session, *args)`` in ONE hop to the thread pool instead of one per dependency, with at
     most ``settings.hot_read_slots`` running at once per process (the rest wait in the event loop in
     arrival order): on 2 cores, 40 threads fighting for the CPU only lengthen the tail."""
 
+    def read(session: Session) -> T:
+        principal = authenticate(session, settings, authorization)
+        if not settings.public_reads:
+            require(principal, "read")
+        return fn(session, *args, **kwargs)
+
     def run() -> T:
-        with session_scope(settings, write=False) as session:
-            principal = authenticate(session, settings, authorization)
-            if not settings.public_reads:
-                require(principal, "read")
-            return fn(session, *args, **kwargs)
+        return read_scope(settings, read)
 
     if settings.hot_read_slots <= 0:
         return await run_in_threadpool(run)

@@ -118,26 +118,34 @@ def recent_alias_events(session: Session, limit: int = 10) -> list[AliasEvent]:
 
 def _manifest_statements() -> dict[str, Any]:
     """Built once per process: plain Core statements on the tables with bind parameters, so each
-    pull pays neither statement construction nor ORM entity processing."""
-    from sqlalchemy import bindparam
+    pull pays neither statement construction nor ORM entity processing.
+
+    Each one returns the version with the names of every alias pointing at it, one row per alias
+    (an outer join on the aliases' ``(task_id, ...)`` index): the whole manifest in one round trip."""
+    from sqlalchemy import and_, bindparam
+    from sqlalchemy.orm import aliased
 
     from registry.models import BaseModel, Task
 
-    t, v, a, b = Task.__table__.c, AdapterVersion.__table__.c, Alias.__table__.c, BaseModel.__table__.c
+    tt, vt, at, bt = Task.__table__, AdapterVersion.__table__, Alias.__table__, BaseModel.__table__
+    t, v, a, b = tt.c, vt.c, at.c, bt.c
+    others = aliased(at)
     cols = (t.id.label("task_id"), t.name.label("task"), v.id, v.task_type, v.number, v.method, v.method_config,
             v.labels, v.base_model_sha256, b.name.label("base_name"), b.architecture, v.files, v.metrics,
-            v.created_at)
-    tt, vt, at, bt = Task.__table__, AdapterVersion.__table__, Alias.__table__, BaseModel.__table__
-    by_alias = (select(*cols).select_from(tt.join(at, a.task_id == t.id).join(vt, v.id == a.version_id)
-                                          .join(bt, b.id == v.base_model_id))
+            v.created_at, others.c.name.label("alias_name"))
+
+    def with_aliases(joined: Any) -> Any:
+        return joined.join(bt, b.id == v.base_model_id).outerjoin(
+            others, and_(others.c.task_id == t.id, others.c.version_id == v.id))
+
+    by_alias = (select(*cols).select_from(with_aliases(tt.join(at, a.task_id == t.id).join(vt, v.id == a.version_id)))
                 .where(t.name == bindparam("task"), a.name == bindparam("alias")))
-    by_number = (select(*cols).select_from(tt.join(vt, v.task_id == t.id).join(bt, b.id == v.base_model_id))
+    by_number = (select(*cols).select_from(with_aliases(tt.join(vt, v.task_id == t.id)))
                  .where(t.name == bindparam("task"), v.number == bindparam("number")))
-    latest_ = (select(*cols).select_from(tt.join(vt, v.task_id == t.id).join(bt, b.id == v.base_model_id))
-               .where(t.name == bindparam("task")).order_by(v.number.desc()).limit(1))
-    aliases = (select(a.name).where(a.task_id == bindparam("task_id"), a.version_id == bindparam("version_id"))
-               .order_by(a.name))
-    return {"alias": by_alias, "number": by_number, "latest": latest_, "aliases": aliases}
+    newest = (select(v.id).select_from(tt.join(vt, v.task_id == t.id)).where(t.name == bindparam("task"))
+              .order_by(v.number.desc()).limit(1).scalar_subquery())
+    latest_ = select(*cols).select_from(with_aliases(tt.join(vt, v.task_id == t.id))).where(v.id == newest)
+    return {"alias": by_alias, "number": by_number, "latest": latest_}
 
 
 _STMTS: dict[str, Any] = {}
@@ -149,24 +157,19 @@ def _stmt(name: str) -> Any:
     return _STMTS[name]
 
 
-def manifest_row(session: Session, task_name: str, *, alias: str | None = None,
-                 version: int | None = None) -> Any | None:
-    """The pull manifest's data in one joined query (task, version, base model), or None.
+def manifest_rows(session: Session, task_name: str, *, alias: str | None = None,
+                  version: int | None = None) -> list[Any]:
+    """The pull manifest's data in one joined statement (task, version, base model, and one row per
+    alias on that version), or [] when the task, alias or version is missing.
 
-    The hot path of every pull: three unique-index lookups, no ORM identity work. None means
-    "something is missing"; the caller then takes the ORM path, which says exactly what."""
+    The hot path of every pull: unique-index lookups, no ORM identity work. [] means "something is
+    missing"; the caller then takes the ORM path, which says exactly what."""
     conn = session.connection()
     if alias is not None:
-        return conn.execute(_stmt("alias"), {"task": task_name, "alias": alias}).first()
+        return list(conn.execute(_stmt("alias"), {"task": task_name, "alias": alias}))
     if version is not None:
-        return conn.execute(_stmt("number"), {"task": task_name, "number": version}).first()
-    return conn.execute(_stmt("latest"), {"task": task_name}).first()
-
-
-def alias_names_of(session: Session, task_id: int, version_id: int) -> list[str]:
-    """Aliases pointing at one version (uses the (task_id, name) index, never a scan)."""
-    return list(session.connection().execute(_stmt("aliases"), {"task_id": task_id,
-                                                                 "version_id": version_id}).scalars())
+        return list(conn.execute(_stmt("number"), {"task": task_name, "number": version}))
+    return list(conn.execute(_stmt("latest"), {"task": task_name}))
 
 
 def _task_versions_statements() -> dict[str, Any]:

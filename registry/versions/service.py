@@ -265,7 +265,7 @@ def to_out(version: AdapterVersion, aliases: list[str] | None = None) -> dict[st
 
 def fast_manifest(session: Session, task_name: str, *, alias: str | None = None,
                   version: int | None = None) -> dict[str, Any] | None:
-    """:func:`manifest` from two indexed Core queries; None when anything is missing (then the
+    """:func:`manifest` from one indexed Core statement; None when anything is missing (then the
     caller resolves through the ORM, which raises the precise 404/422)."""
     if alias is not None and version is not None:
         return None
@@ -274,14 +274,15 @@ def fast_manifest(session: Session, task_name: str, *, alias: str | None = None,
             alias = validate_name(alias, field="alias")
         except InvalidInput:
             return None
-    row = repo.manifest_row(session, task_name, alias=alias, version=version)
-    if row is None:
+    rows = repo.manifest_rows(session, task_name, alias=alias, version=version)
+    if not rows:
         return None
+    row = rows[0]
     return {
         "task": row.task,
         "task_type": row.task_type,
         "version": row.number,
-        "aliases": repo.alias_names_of(session, row.task_id, row.id),
+        "aliases": sorted(r.alias_name for r in rows if r.alias_name is not None),
         "method": row.method,
         "method_config": row.method_config,
         "labels": row.labels,
