@@ -35,4 +35,5 @@ RUN pip install ".[ml]" \
 
 USER registry
 EXPOSE 8000
-CMD ["uvicorn", "registry.api.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+# One API process per core, each with its own SO_REUSEPORT socket (registry/api/server.py).
+CMD ["adapter-registry", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

@@ -112,11 +112,13 @@ def migrate() -> None:
 @app.command()
 def serve(
     host: str = "127.0.0.1", port: int = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="API processes (Linux: one SO_REUSEPORT socket each); "
+                                                     "about one per core")] = 1,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = True,
     with_worker: Annotated[bool, typer.Option(help="also start a Celery worker process")] = False,
 ) -> None:
     """Run the API and web pages (uvicorn); migrates the database first."""
-    import uvicorn
-
+    from registry.api.server import serve as serve_api
     from registry.migrate import upgrade
     from registry.settings import get_settings
 
@@ -132,7 +134,7 @@ def serve(
     console.print(f"[bold]Adapter Registry[/bold] on http://{host}:{port}  (database {db}, "
                   f"store {settings.store_backend}, broker {settings.broker_url.split('@')[-1]})")
     try:
-        uvicorn.run("registry.api.app:create_app", factory=True, host=host, port=port, log_level="info")
+        serve_api(host, port, workers, log_level="info", access_log=access_log)
     finally:
         if worker is not None:
             worker.terminate()
