@@ -20,9 +20,10 @@ What it does, per backend (SQLite file or a fresh PostgreSQL database for each s
    twice: as a kept-alive client sees it, and as server capacity (the client sets TCP_QUICKACK on
    every receive, so MLflow's split header/body writes are not held up by delayed ACKs);
 4. records req/s, p50, p99 and the CPU seconds the server processes used (psutil, all children);
-5. with ``--scale``: stops both servers, measures ours again at 1,000 versions on a fresh server (the
-   baseline), bulk-inserts versions until ours holds 100,000 over 10,000 tasks (SQLAlchemy core
-   inserts, not timed), restarts it and measures resolve and list again.
+5. with ``--scale``: stops both servers, copies our database and bulk-inserts into the copy until it
+   holds 100,000 versions over 10,000 tasks (SQLAlchemy core inserts, not timed), serves the
+   1,000- and the 100,000-version databases side by side and measures resolve and list on them
+   alternately, 3 runs per cell, latencies pooled (``scale_paired``).
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def start_mlflow(work: Path, backend_uri: str) -> Server:
     return Server("mlflow", proc, port, log)
 
 
-def start_ours(work: Path, database_url: str, token: str, workers: int) -> Server:
+def start_ours(work: Path, database_url: str, token: str, workers: int, tag: str = "ours") -> Server:
     from registry.migrate import upgrade
     from registry.settings import Settings
 
@@ -319,7 +320,7 @@ def start_ours(work: Path, database_url: str, token: str, workers: int) -> Serve
     settings.ensure_dirs()
     upgrade(settings)
     port = free_port()
-    log = work / "ours.log"
+    log = work / f"{tag}.log"
     proc = subprocess.Popen(
         # The production entry point: N processes with one SO_REUSEPORT socket each (uvloop and
         # httptools are picked automatically when installed, as they are with uvicorn[standard]).
@@ -476,7 +477,8 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-async def phase(t: Target, op_name: str, conc: int, duration: float, warmup: float) -> dict[str, Any]:
+async def phase(t: Target, op_name: str, conc: int, duration: float, warmup: float,
+                keep_latencies: bool = False) -> dict[str, Any]:
     op: Op = getattr(t, op_name)
     conns = [t.conn() for _ in range(conc)]
     lat: list[float] = []
@@ -511,10 +513,42 @@ async def phase(t: Target, op_name: str, conc: int, duration: float, warmup: flo
     for c in conns:
         c.close()
     n = len(lat)
-    return {"target": t.label, "op": op_name, "clients": conc, "requests": n, "errors": errors,
-            "rps": n / duration, "p50_ms": 1000 * pct(lat, 0.5), "p99_ms": 1000 * pct(lat, 0.99),
-            "server_cpu_s": (cpu1 - (cpu0 or cpu1)), "duration_s": duration,
-            "cpu_ms_per_req": 1000 * (cpu1 - (cpu0 or cpu1)) / n if n else float("nan")}
+    out = {"target": t.label, "op": op_name, "clients": conc, "requests": n, "errors": errors,
+           "rps": n / duration, "p50_ms": 1000 * pct(lat, 0.5), "p99_ms": 1000 * pct(lat, 0.99),
+           "server_cpu_s": (cpu1 - (cpu0 or cpu1)), "duration_s": duration,
+           "cpu_ms_per_req": 1000 * (cpu1 - (cpu0 or cpu1)) / n if n else float("nan")}
+    if keep_latencies:
+        out["latencies"] = lat
+    return out
+
+
+async def scale_paired(small: Target, big: Target, concs: list[int], duration: float, warmup: float,
+                       repeats: int) -> list[dict[str, Any]]:
+    """1,000 vs 100,000 versions, both servers up at once and measured alternately (small, big, big,
+    small, ...) ``repeats`` times per cell, latencies pooled over the repeats: a drift in the
+    machine's speed, or a lucky split of the connections over the API processes in one 4-second
+    run, then hits both sides alike instead of deciding the ratio."""
+    out: list[dict[str, Any]] = []
+    for op in ("resolve", "list_versions"):
+        for conc in concs:
+            runs: dict[str, list[dict[str, Any]]] = {small.label: [], big.label: []}
+            for rep in range(repeats):
+                for t in (small, big) if rep % 2 == 0 else (big, small):
+                    runs[t.label].append(await phase(t, op, conc, duration, warmup, keep_latencies=True))
+            for t in (small, big):
+                lat = [x for r in runs[t.label] for x in r.pop("latencies")]
+                n, secs = len(lat), duration * repeats
+                cpu = sum(r["server_cpu_s"] for r in runs[t.label])
+                r = {"target": t.label, "op": op, "clients": conc, "requests": n, "repeats": repeats,
+                     "errors": sum(r["errors"] for r in runs[t.label]), "rps": n / secs,
+                     "p50_ms": 1000 * pct(lat, 0.5), "p99_ms": 1000 * pct(lat, 0.99), "server_cpu_s": cpu,
+                     "duration_s": secs, "cpu_ms_per_req": 1000 * cpu / n if n else float("nan"),
+                     "p99_ms_per_repeat": [round(x["p99_ms"], 2) for x in runs[t.label]]}
+                out.append(r)
+                print(f"  {t.label:<18} {op:<14} c={conc:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                      f"p99 {r['p99_ms']:8.2f} ms  (per repeat {r['p99_ms_per_repeat']})  err {r['errors']}",
+                      flush=True)
+    return out
 
 
 async def run_matrix(targets: list[Target], ops: list[str], concs: list[int], duration: float,
@@ -580,6 +614,23 @@ def bulk_scale(database_url: str, total_tasks: int, per_task: int) -> float:
 
 
 # ==================================================================================================
+def db_copy(url: str, work: Path) -> str:
+    """A copy of a (quiescent) database: PostgreSQL from it as a template, SQLite by backup."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        dest = work / "ours-100k.db"
+        with sqlite3.connect(url.split("///", 1)[1]) as src, sqlite3.connect(dest) as dst:
+            src.backup(dst)
+        return f"sqlite:///{dest}"
+    import psycopg
+
+    name = f"ar_bench_big_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"')  # type: ignore[arg-type]
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
 def pg_create(prefix: str) -> str:
     import psycopg
 
@@ -649,26 +700,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await run_matrix([ourt, mlt, mlq], ops, concs, args.duration, args.warmup, out["results"])
 
         if args.scale:
-            # The 1,000-version baseline for the scale target is measured again under the same
-            # conditions as the 100,000-version figure: MLflow stopped, our server freshly started.
             ours.stop()
             cleanups.remove(ours.stop)
             ml.stop()
             cleanups.remove(ml.stop)
-            out["scale"] = []
-            for label, names in (("ours-1k", our_names), ("ours-100k", None)):
-                if names is None:
-                    out["scale_insert_s"] = bulk_scale(ours_url, args.scale_tasks, args.scale_tasks_versions)
-                    names = our_names + [f"s{i:05d}" for i in range(args.scale_tasks - args.names)]
-                srv = start_ours(work, ours_url, token, args.workers)
-                cleanups.insert(0, srv.stop)
-                t = OursTarget(label, srv, names, artifacts=ourt.artifacts)
+            # A copy of our 1,000-version database grows to 100,000 versions; both are then served
+            # at once and measured alternately (see scale_paired).
+            big_url = db_copy(ours_url, work)
+            if big_url.startswith("postgresql"):
+                cleanups.append(lambda: pg_drop(big_url))
+            out["scale_insert_s"] = bulk_scale(big_url, args.scale_tasks, args.scale_tasks_versions)
+            small_srv = start_ours(work, ours_url, token, args.workers, "ours-1k")
+            cleanups.insert(0, small_srv.stop)
+            big_srv = start_ours(work, big_url, token, args.workers, "ours-100k")
+            cleanups.insert(0, big_srv.stop)
+            all_names = our_names + [f"s{i:05d}" for i in range(args.scale_tasks - args.names)]
+            small = OursTarget("ours-1k", small_srv, our_names, artifacts=ourt.artifacts)
+            big = OursTarget("ours-100k", big_srv, all_names, artifacts=ourt.artifacts)
+            for t in (small, big):
                 t.token, t.template = token, ourt.template
                 for op in ("resolve", "list_versions"):
                     await phase(t, op, 8, 1.0, 0.0)
-                await run_matrix([t], ["resolve", "list_versions"], concs, args.duration, args.warmup, out["scale"])
-                srv.stop()
-                cleanups.remove(srv.stop)
+            out["scale"] = await scale_paired(small, big, concs, args.duration, args.warmup, args.scale_repeats)
         out["loadavg_after"] = os.getloadavg()
     finally:
         for fn in cleanups:
@@ -716,6 +769,7 @@ def main() -> None:
     ap.add_argument("--scale", action="store_true", help="then 100,000 versions over 10,000 tasks (ours)")
     ap.add_argument("--scale-tasks", type=int, default=10_000)
     ap.add_argument("--scale-tasks-versions", type=int, default=10)
+    ap.add_argument("--scale-repeats", type=int, default=3, help="alternating runs per scale cell, pooled")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     res = asyncio.run(main_async(args))

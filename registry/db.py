@@ -73,7 +73,8 @@ def make_engine(settings: Settings) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_s)
 
 
 def make_read_engine(settings: Settings) -> Engine:
@@ -86,9 +87,11 @@ def make_read_engine(settings: Settings) -> Engine:
     SQLite is in-process (no round trips): it shares the main engine and its pragmas."""
     if settings.database_url.startswith("sqlite"):
         return get_engine(settings)
-    slots = max(settings.hot_read_slots, 1)
-    return create_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=slots,
-                         max_overflow=slots, pool_recycle=3600)
+    # hot_read caps the reads running at once per process at hot_read_slots: one connection each.
+    slots = settings.hot_read_slots
+    return create_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=slots or settings.db_pool_size,
+                         max_overflow=0 if slots else settings.db_max_overflow,
+                         pool_timeout=settings.db_pool_timeout_s, pool_recycle=3600)
 
 
 _engines: dict[str, Engine] = {}

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     max_page_size: int = 200
     # Hot read routes running at once per API process (the rest queue in the event loop); 0 = no cap.
     hot_read_slots: int = 6
+    # PostgreSQL connections per process: every API process, worker and reaper holds up to
+    # db_pool_size + db_max_overflow (+ hot_read_slots for reads), and together they must stay under
+    # the server's max_connections (100 by default); past that, requests wait up to db_pool_timeout_s.
+    db_pool_size: int = 8
+    db_max_overflow: int = 8
+    db_pool_timeout_s: float = 30.0
 
     cache_dir: Path = Path.home() / ".cache" / "adapter-registry"
     work_dir: Path | None = None  # worker scratch space; default home/work
