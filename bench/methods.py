@@ -46,6 +46,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "houlsby": ("houlsby", {}, ADAPTER_LRS),
     "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
     "houlsby_skip3": ("houlsby", {"skip_layers": 3}, ADAPTER_LRS),
+    # Houlsby et al. also train the LayerNorms of the adapted layers (+0.04 % parameters here)
+    "houlsby_ln": ("houlsby", {"train_layer_norms": True}, ADAPTER_LRS),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
     "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),
