@@ -83,10 +83,7 @@ def make_read_engine(settings: Settings) -> Engine:
     A hot read is one or two single-statement lookups, each consistent on its own, so it needs no
     transaction; in autocommit it costs one round trip per statement instead of pre-ping + BEGIN +
     statements + COMMIT (five round trips for a pull manifest, the bound on 2 cores). A connection the
-    server dropped is caught by :func:`read_scope`'s one retry instead of a ping on every checkout.
-    SQLite is in-process (no round trips): it shares the main engine and its pragmas."""
-    if settings.database_url.startswith("sqlite"):
-        return get_engine(settings)
+    server dropped is caught by :func:`read_scope`'s one retry instead of a ping on every checkout."""
     # hot_read caps the reads running at once per process at hot_read_slots: one connection each.
     slots = settings.hot_read_slots
     return create_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=slots or settings.db_pool_size,
@@ -111,6 +108,8 @@ def get_engine(settings: Settings | None = None) -> Engine:
 
 
 def get_read_engine(settings: Settings | None = None) -> Engine:
+    """PostgreSQL: the hot-read engine. SQLite is in-process (no round trips to save): the main
+    engine, with its pragmas."""
     settings = settings or get_settings()
     url = settings.database_url
     if url.startswith("sqlite"):
