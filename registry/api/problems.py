@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.errors import RegistryError, Unauthorized
@@ -89,8 +90,10 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(DataError, _out_of_range)
 
+    # PoolTimeout: every pooled connection stayed busy for REGISTRY_DB_POOL_TIMEOUT_S (overload).
+    @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
-    async def _db_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.error("database error on %s: %s", request.url.path, exc)
         return problem_response(503, {
             "type": "/problems/unavailable",

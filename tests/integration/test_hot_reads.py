@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,33 @@ def test_postgres_hot_read_survives_a_dropped_connection(st: Stack) -> None:
     assert manifest["version"] == 1
     assert read_scope(st.settings, pid) != before
 
+
+
+def test_pool_exhaustion_is_a_503_not_a_500(tmp_path: Path) -> None:
+    """Every pooled PostgreSQL connection busy past the pool timeout: the API answers 503
+    problem+json with Retry-After (overload, retry), never a 500; the next request, once a
+    connection is free again, succeeds."""
+    from fastapi.testclient import TestClient
+
+    from registry.api.app import create_app
+    from registry.db import dispose_engines, get_engine
+
+    st = make_stack(tmp_path, db="postgres", db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.3,
+                    hot_read_slots=1)
+    try:
+        dispose_engines()  # the engines are built from this stack's settings
+        client = TestClient(create_app(st.settings))
+        headers = st.headers()
+        with get_engine(st.settings).connect() as held:  # the only connection of the main pool
+            held.exec_driver_sql("SELECT 1")
+            r = client.post("/api/tasks", json={"name": "t", "type": "single_label", "labels": ["a", "b"]},
+                            headers=headers)
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
+        r = client.post("/api/tasks", json={"name": "t", "type": "single_label", "labels": ["a", "b"]},
+                        headers=headers)
+        assert r.status_code == 201, r.text
+    finally:
+        st.stop()
+        dispose_engines()
