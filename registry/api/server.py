@@ -38,8 +38,23 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def _serve_one(host: str, port: int, uvicorn_kwargs: dict[str, Any]) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (``PR_SET_PDEATHSIG``): a
+    parent killed with SIGKILL cannot stop its children, and they would go on serving the port."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent died before the call above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _serve_one(host: str, port: int, uvicorn_kwargs: dict[str, Any], parent_pid: int) -> None:
     import uvicorn
+
+    _exit_with_parent(parent_pid)
 
     sock = _listen(host, port, int(uvicorn_kwargs.get("backlog", 2048)))
     config = uvicorn.Config(APP, factory=True, host=host, port=port, **uvicorn_kwargs)
@@ -60,7 +75,7 @@ def serve(host: str, port: int, workers: int = 1, **uvicorn_kwargs: Any) -> None
     except OSError as exc:
         raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited pools or threads
-    procs = [ctx.Process(target=_serve_one, args=(host, port, uvicorn_kwargs), name=f"api-{i}")
+    procs = [ctx.Process(target=_serve_one, args=(host, port, uvicorn_kwargs, os.getpid()), name=f"api-{i}")
              for i in range(workers)]
     for p in procs:
         p.start()

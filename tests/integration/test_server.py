@@ -4,6 +4,7 @@ Real processes, real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -76,6 +77,26 @@ def test_connections_spread_over_every_process_and_sigterm_stops_all(tmp_path: P
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_processes_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no chance to stop its children: the kernel's parent-death signal
+    does, so no orphan keeps serving the port."""
+    port = free_port()
+    proc, log = _serve(tmp_path, port, workers=2)
+    kids: list[psutil.Process] = []
+    try:
+        kids = _wait_ready(proc, log, port, children=2)
+        proc.kill()
+        proc.wait(10)
+        gone, alive = psutil.wait_procs(kids, timeout=20)
+        assert not alive, f"still running after the parent was killed: {[k.pid for k in alive]}"
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # nobody listens any more
+    finally:
+        for k in kids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                k.kill()
 
 
 def test_port_in_use_fails_at_once(tmp_path: Path) -> None:
