@@ -536,14 +536,15 @@ async def scale_paired(small: Target, big: Target, concs: list[int], duration: f
                 for t in (small, big) if rep % 2 == 0 else (big, small):
                     runs[t.label].append(await phase(t, op, conc, duration, warmup, keep_latencies=True))
             for t in (small, big):
-                lat = [x for r in runs[t.label] for x in r.pop("latencies")]
+                mine = runs[t.label]
+                lat = [x for run in mine for x in run.pop("latencies")]
                 n, secs = len(lat), duration * repeats
-                cpu = sum(r["server_cpu_s"] for r in runs[t.label])
+                cpu = sum(run["server_cpu_s"] for run in mine)
                 r = {"target": t.label, "op": op, "clients": conc, "requests": n, "repeats": repeats,
-                     "errors": sum(r["errors"] for r in runs[t.label]), "rps": n / secs,
+                     "errors": sum(run["errors"] for run in mine), "rps": n / secs,
                      "p50_ms": 1000 * pct(lat, 0.5), "p99_ms": 1000 * pct(lat, 0.99), "server_cpu_s": cpu,
                      "duration_s": secs, "cpu_ms_per_req": 1000 * cpu / n if n else float("nan"),
-                     "p99_ms_per_repeat": [round(x["p99_ms"], 2) for x in runs[t.label]]}
+                     "p99_ms_per_repeat": [round(run["p99_ms"], 2) for run in mine]}
                 out.append(r)
                 print(f"  {t.label:<18} {op:<14} c={conc:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                       f"p99 {r['p99_ms']:8.2f} ms  (per repeat {r['p99_ms_per_repeat']})  err {r['errors']}",
@@ -602,11 +603,8 @@ def bulk_scale(database_url: str, total_tasks: int, per_task: int) -> float:
                                        AdapterVersion.number == per_task // 2)).all()
             conn.execute(insert(Alias), [{"task_id": tid, "name": "production", "version_id": vid,
                                           "updated_by": "bench", "updated_at": ts} for tid, vid in vids])
+    analyze(database_url)
     with engine.begin() as conn:
-        if url.startswith("postgresql"):
-            conn.exec_driver_sql("ANALYZE")
-        else:
-            conn.exec_driver_sql("ANALYZE")
         n = conn.scalar(select(func.count(AdapterVersion.id)))
     engine.dispose()
     print(f"  scale: {n} versions in the database ({time.perf_counter() - t0:.1f} s to insert)")
@@ -614,6 +612,17 @@ def bulk_scale(database_url: str, total_tasks: int, per_task: int) -> float:
 
 
 # ==================================================================================================
+def analyze(database_url: str) -> None:
+    """Fresh planner statistics (both backends): the 1,000- and 100,000-version databases of the
+    scale comparison are analysed alike, so neither side is measured on stale plans."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
+
+
 def db_copy(url: str, work: Path) -> str:
     """A copy of a (quiescent) database: PostgreSQL from it as a template, SQLite by backup."""
     if url.startswith("sqlite"):
@@ -706,6 +715,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             cleanups.remove(ml.stop)
             # A copy of our 1,000-version database grows to 100,000 versions; both are then served
             # at once and measured alternately (see scale_paired).
+            analyze(ours_url)
             big_url = db_copy(ours_url, work)
             if big_url.startswith("postgresql"):
                 cleanups.append(lambda: pg_drop(big_url))

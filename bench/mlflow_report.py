@@ -87,7 +87,7 @@ def targets(res: dict[str, Any]) -> str:
                    f"{best / q1['rps']:.1f}x)")
     scale = _idx(res.get("scale") or [])
     for c in (1, 8, 50):
-        # the baseline measured under the same conditions (fresh server, MLflow stopped) when present
+        # the 1,000-version baseline served side by side with the 100,000 (older result files: the comparison's)
         big, small = scale.get(("ours-100k", "resolve", c)), scale.get(("ours-1k", "resolve", c)) or get(
             "ours", "resolve", c)
         if big and small:
