@@ -303,13 +303,14 @@ def start_mlflow(work: Path, backend_uri: str) -> Server:
     return Server("mlflow", proc, port, log)
 
 
-def start_ours(work: Path, database_url: str, token: str, workers: int, tag: str = "ours") -> Server:
+def start_ours(work: Path, database_url: str, token: str, workers: int, tag: str = "ours",
+               extra_env: dict[str, str] | None = None) -> Server:
     from registry.migrate import upgrade
     from registry.settings import Settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env.update({"REGISTRY_HOME": str(work / "home"), "REGISTRY_DATABASE_URL": database_url,
-                "REGISTRY_ADMIN_TOKEN": token, "PYTHONPATH": str(ROOT)})
+                "REGISTRY_ADMIN_TOKEN": token, "PYTHONPATH": str(ROOT), **(extra_env or {})})
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k.startswith("REGISTRY_")})
     try:
