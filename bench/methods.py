@@ -48,6 +48,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "houlsby_skip3": ("houlsby", {"skip_layers": 3}, ADAPTER_LRS),
     # Houlsby et al. also train the LayerNorms of the adapted layers (+0.04 % parameters here)
     "houlsby_ln": ("houlsby", {"train_layer_norms": True}, ADAPTER_LRS),
+    # the frozen base without dropout while the adapters train (attention takes the fused kernel)
+    "houlsby_nodrop": ("houlsby", {"base_dropout": False}, ADAPTER_LRS),
+    "houlsby_skip1_nodrop": ("houlsby", {"skip_layers": 1, "base_dropout": False}, ADAPTER_LRS),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
     "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),

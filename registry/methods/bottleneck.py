@@ -13,6 +13,10 @@ Papers:
 * Rücklé et al. 2021, "AdapterDrop": ``skip_layers`` leaves the lowest k layers without
   adapters; as the base is frozen and nothing below the lowest adapter needs a gradient,
   autograd records no graph there and backward stops early.
+* ``base_dropout=False`` (our option, no paper): the frozen base runs without dropout while the
+  adapters train. Attention dropout keeps PyTorch's scaled-dot-product attention off its fused
+  kernels and every dropout costs a mask in forward and backward; on the 2-core CPU this took
+  Houlsby in every layer from 0.7x to 0.5x of full fine-tuning's step time.
 
 Adapters *wrap* existing modules (``base_layer``, like PEFT) instead of patching ``forward``:
 
@@ -179,6 +183,20 @@ def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
+def disable_dropout(model: nn.Module) -> int:
+    """Set every dropout of ``model`` to p=0 (``nn.Dropout`` modules, and the float
+    ``attention_dropout`` that Llama-style attention passes to its kernel); return how many."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+            count += 1
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0  # type: ignore[assignment]
+            count += 1
+    return count
+
+
 def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> list[nn.Parameter]:
     """Insert the adapters of ``method`` into ``model`` in place; return the new trainable
     parameters (adapters, plus LayerNorms of adapted layers when ``train_layer_norms``).
@@ -199,6 +217,8 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
         )
     act = cfg["non_linearity"]
     scaling = float(cfg.get("scaling", 1.0))
+    if not cfg.get("base_dropout", True):
+        disable_dropout(model)  # before injecting: the adapters have no dropout of their own
     trainable: list[nn.Parameter] = []
     for index, layer in enumerate(layers):
         kind = _layer_kind(layer)

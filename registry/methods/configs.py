@@ -53,6 +53,11 @@ class BottleneckConfig:
     non_linearity: str = _f("relu", "activation inside the bottleneck", choices=NON_LINEARITIES)
     skip_layers: int = _f(0, "leave the lowest k layers without adapters (AdapterDrop)", min=0, max=1024)
     train_layer_norms: bool = _f(False, "also train the LayerNorms of adapted layers")
+    base_dropout: bool = _f(
+        True,
+        "keep the frozen base model's dropout while training; false runs the frozen base "
+        "deterministically (no dropout masks; attention can take the fused kernel)",
+    )
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,34 @@ def test_train_layer_norms(tiny_models: dict[str, Path], tmp_path: Path) -> None
         assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(("arch", "task"), [("bert", "single_label"), ("distilbert", "single_label"),
+                                          ("gpt2", "causal_lm")])
+def test_base_dropout_off_makes_training_forward_deterministic(tiny_models: dict[str, Path], tmp_path: Path,
+                                                              arch: str, task: str) -> None:
+    from registry.methods.model import load_adapted_model
+
+    outputs = {}
+    for base_dropout in (True, False):
+        model = build(tiny_models, "houlsby", arch, task, base_dropout=base_dropout)
+        train_steps(model, task, n=2)  # non-zero up-projections: the adapters now change the output
+        enc, _ = batch(model, task)
+        model.train()
+        with torch.no_grad():
+            outputs[base_dropout] = (model(**enc), model(**enc))
+        if not base_dropout:
+            assert model.method_config["base_dropout"] is False
+            model.save(tmp_path, metadata={})
+            assert read_adapter_meta(tmp_path)["method_config"]["base_dropout"] is False
+            loaded = load_adapted_model(tiny_models[arch], tmp_path)
+            model.eval()
+            with torch.no_grad():
+                assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
+    first, second = outputs[True]
+    assert not torch.allclose(first, second)  # the tiny configs keep dropout 0.1: masks differ per pass
+    first, second = outputs[False]
+    assert torch.equal(first, second)
+
+
 def test_predict_returns_label_names_and_floats(tiny_models: dict[str, Path]) -> None:
     from registry.methods.model import build_adapted_model
 
@@ -370,6 +398,7 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("houlsby", {"train_layer_norms": "yes"}, "method_config.train_layer_norms"),
         ("lora", {"r": 0}, "method_config.r"),
         ("lora", {"lora_dropout": 1.5}, "method_config.lora_dropout"),
+        ("houlsby", {"base_dropout": "no"}, "method_config.base_dropout"),
         ("lora", {"target_modules": []}, "method_config.target_modules"),
         ("lora", {"target_modules": ["../x y"]}, "method_config.target_modules"),
         ("lora", {"bias": "some"}, "method_config.bias"),
@@ -397,8 +426,9 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
     assert validate_method_config("scaled_parallel", {})["scaling"] == 4.0
     assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
-        "train_layer_norms": False,
+        "train_layer_norms": False, "base_dropout": True,
     }
+    assert validate_method_config("houlsby", {"base_dropout": False})["base_dropout"] is False
     assert validate_method_config("peft", {"peft_type": "loha", "r": 4}) == {"peft_type": "LOHA", "r": 4}
 
 
