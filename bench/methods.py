@@ -42,6 +42,8 @@ FULL_LRS = [2e-5, 5e-5, 1e-4]
 ADAPTER_LRS = [5e-4, 1e-3, 3e-3]
 CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "full": ("full", {}, FULL_LRS),
+    # for the step-time table only: what dropout costs full fine-tuning itself on this CPU
+    "full_nodrop": ("full", {"base_dropout": False}, FULL_LRS),
     "head_only": ("head_only", {}, ADAPTER_LRS),
     "houlsby": ("houlsby", {}, ADAPTER_LRS),
     "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
@@ -176,6 +178,10 @@ def _build_baseline(spec: Any, device: Any) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(spec.base_dir)
     for p in base.parameters():
         p.requires_grad_(spec.method == "full")
+    if spec.method_config.get("base_dropout") is False:
+        from registry.methods.bottleneck import disable_dropout
+
+        disable_dropout(base)
     head = TaskHead(int(base.config.hidden_size), len(spec.labels))
     info = {
         "name": spec.base_name,
@@ -234,7 +240,7 @@ def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
             train_path=Path("-"),
             dev_path=None,
             method=method,
-            method_config={},
+            method_config=cfg,
             hyperparameters={},
             out_dir=Path("-"),
         )
@@ -351,6 +357,13 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
             if r and "error" not in r:
                 done.append(r)
     have = {(r["task"], r["config"], r["lr"]) for r in done}
+    fixed = {t: float(v) for t, v in (kv.split("=") for kv in args.task_lr.split(","))} if args.task_lr else {}
+
+    def grid(c: str, t: str) -> list[float]:
+        if t in fixed:
+            return [fixed[t]]
+        return list(CONFIGS[c][2][: args.lrs] if args.lrs else CONFIGS[c][2])
+
     jobs = [
         {
             "task": t,
@@ -366,7 +379,7 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         }
         for c in configs
         for t in tasks
-        for lr in (CONFIGS[c][2][: args.lrs] if args.lrs else CONFIGS[c][2])
+        for lr in grid(c, t)
         if (t, c, lr) not in have
     ]
     # slowest first (full fine-tuning, MAM, prefix), so the tail of the pool is short
@@ -701,18 +714,19 @@ def best_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    acc = speed = load = rr = None
+    speed = load = rr = None
+    runs: list[dict[str, Any]] = []  # accuracy runs of every file given (e.g. a grid and a re-run)
     for p in args.files:
         d = json.loads(Path(p).read_text())
         if "times_s" in d:
             rr = d
         elif "runs" in d and isinstance(d["runs"], list):
-            acc = d
+            runs += d["runs"]
         elif "runs" in d:
             speed = d
         else:
             load = d
-    best = best_runs(acc["runs"]) if acc else {}
+    best = best_runs(runs)
     names = [c for c in CONFIGS if any(k[0] == c for k in best)] or list(CONFIGS)
     hdr = (
         "| configuration | SST-2 acc | CoLA acc | CoLA MCC | SUBJ acc | mean acc | best lr (SST-2/CoLA/SUBJ) "
@@ -785,6 +799,12 @@ def main() -> None:
     p.add_argument("--configs", default=None)
     p.add_argument("--tasks", default=None)
     p.add_argument("--lrs", type=int, default=None, help="only the first N lrs of each grid (smoke tests)")
+    p.add_argument(
+        "--task-lr",
+        default=None,
+        help="one fixed lr per task instead of the grid, e.g. sst2=1e-4,cola=1e-4,subj=5e-5 "
+        "(re-running a configuration at the lr another run picked)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="smoke tests only")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
