@@ -321,6 +321,7 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         "task": job["task"],
         "config": job["config"],
         "lr": job["lr"],
+        "seed": hp["seed"],
         "method": method,
         "method_config": cfg,
         "select": selected,
@@ -349,6 +350,8 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         hp["max_steps"] = args.max_steps
     if args.epochs:
         hp["epochs"] = args.epochs
+    if args.seed is not None:  # a second seed of the same protocol (init, shuffling, dropout masks)
+        hp["seed"] = args.seed
     deadline = time.time() + args.deadline_s if args.deadline_s else None
     done: list[dict[str, Any]] = []
     for path in args.resume or []:  # runs finished by an earlier call are kept, not re-run
@@ -859,6 +862,7 @@ def main() -> None:
     )
     p.add_argument("--max-steps", type=int, default=None, help="smoke tests only")
     p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help=f"training seed (default {HP['seed']})")
     p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
     p.add_argument("--resume", nargs="*", help="partial .jsonl files of earlier calls: their runs are kept")
     p = sub.add_parser("speed")
