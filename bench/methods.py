@@ -12,6 +12,8 @@ Subcommands (results are JSON; ``report`` turns them into the table in docs/benc
     python bench/methods.py load --out bench/results/methods-load.json
     # 5. the markdown table
     python bench/methods.py report bench/results/methods-*.json
+    # 6. several seeds at fixed lrs (accuracy --seed N --task-lr ...): per-seed table, t-interval, SVG
+    python bench/methods.py seeds bench/results/cpu-seeds/*.json --svg docs/img/methods-seeds.svg
 
 Every configuration trains through ``workers.training.run_training`` (same data pipeline, head,
 optimiser, schedule and budget). Full fine-tuning and head-only are not registry methods: the
@@ -833,6 +835,150 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"full fine-tuning peak RSS {speed['configs']['full']['maxrss_bytes'] / 2**30:.2f} GiB")
 
 
+# --------------------------------------------------------------------------- seeds
+
+# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy in the bench's deps)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+_COLOURS = {"full": "#555555", "houlsby": "#1f77b4", "houlsby_nodrop": "#d62728"}
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of per-seed differences and its two-sided 95 % Student-t interval."""
+    if not 2 <= len(diffs) <= 11:
+        raise ValueError(f"need 2 to 11 paired seeds, got {len(diffs)}")
+    d = statistics.mean(diffs)
+    half = _T975[len(diffs) - 1] * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return d, d - half, d + half
+
+
+def seed_table(files: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(config, task, seed) -> the run the protocol keeps for that seed (best lr on the selection
+    split when a file holds a grid; older files record the seed only in their meta)."""
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for p in files:
+        d = json.loads(Path(p).read_text())
+        default_seed = d.get("meta", {}).get("hp", {}).get("seed", HP["seed"])
+        for r in d.get("runs", []):
+            by_seed.setdefault(int(r.get("seed") or default_seed), []).append(r)
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for seed, runs in by_seed.items():
+        for (c, t), r in best_runs(runs).items():
+            out[(c, t, seed)] = r
+    return out
+
+
+def _svg_seeds(table: dict[tuple[str, str, int], dict[str, Any]], configs: list[str], path: Path) -> None:
+    """One panel per task: every seed as a dot, the seed mean as a bar, per configuration."""
+    panel_w, panel_h, top, left = 230, 260, 40, 50
+    w = left + panel_w * len(TASKS) + 20
+    h = top + panel_h + 70
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">'
+        "Accuracy (%) per seed; bar = mean over seeds (CPU, fixed lr per task)</text>",
+    ]
+    for i, task in enumerate(TASKS):
+        vals = [r["report"]["accuracy"] * 100 for (c, t, _), r in table.items() if t == task and c in configs]
+        if not vals:
+            continue
+        lo, hi = min(vals) - 0.5, max(vals) + 0.5
+        x0 = left + i * panel_w
+
+        def y(v: float, lo: float = lo, hi: float = hi) -> float:
+            return top + panel_h - (v - lo) / (hi - lo) * panel_h
+
+        parts.append(f'<rect x="{x0}" y="{top}" width="{panel_w - 30}" height="{panel_h}" fill="none" stroke="#ccc"/>')
+        parts.append(f'<text x="{x0 + 5}" y="{top + panel_h + 50}" font-size="13">{task}</text>')
+        step = 0.5 if hi - lo < 4 else 1.0
+        tick = (int(lo / step) + 1) * step
+        while tick < hi:
+            yt = f"{y(tick):.1f}"
+            parts.append(f'<line x1="{x0}" x2="{x0 + panel_w - 30}" y1="{yt}" y2="{yt}" stroke="#eee"/>')
+            parts.append(f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:g}</text>')
+            tick += step
+        for j, c in enumerate(configs):
+            cx = x0 + 30 + j * (panel_w - 60) / max(1, len(configs) - 1)
+            colour = _COLOURS.get(c, "#2ca02c")
+            seeds = sorted(s for (cc, t, s) in table if cc == c and t == task)
+            vs = [table[(c, task, s)]["report"]["accuracy"] * 100 for s in seeds]
+            for s, v in zip(seeds, vs, strict=True):
+                parts.append(
+                    f'<circle cx="{cx:.1f}" cy="{y(v):.1f}" r="4" fill="{colour}" fill-opacity="0.6">'
+                    f"<title>{c} seed {s}: {v:.2f}</title></circle>"
+                )
+            if vs:
+                m = statistics.mean(vs)
+                parts.append(
+                    f'<line x1="{cx - 14:.1f}" x2="{cx + 14:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" '
+                    f'stroke="{colour}" stroke-width="3"><title>{c} mean {m:.2f}</title></line>'
+                )
+            parts.append(
+                f'<text x="{cx:.1f}" y="{top + panel_h + 16}" text-anchor="middle" font-size="9" '
+                f'fill="{colour}">{c.replace("houlsby_", "h_")}</text>'
+            )
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def cmd_seeds(args: argparse.Namespace) -> None:
+    """Several seeds of the same protocol: per-seed figures, seed means, and each configuration's
+    difference from the baseline with a 95 % t-interval over the seeds that have every task
+    (paired by seed: the same seed gives the same data order to every configuration)."""
+    table = seed_table(args.files)
+    if args.only_seeds:
+        keep = {int(x) for x in args.only_seeds.split(",")}
+        table = {k: v for k, v in table.items() if k[2] in keep}
+    configs = [c for c in CONFIGS if any(k[0] == c for k in table)]
+    seeds = sorted({k[2] for k in table})
+    print("| configuration | task | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |")
+    print("|---|---|" + "---:|" * (len(seeds) + 1))
+    for c in configs:
+        for t in TASKS:
+            for metric, scale, fmt in (("accuracy", 100, ".2f"), ("matthews_corr", 1, ".3f")):
+                if metric == "matthews_corr" and t != "cola":
+                    continue
+                vs = {s: table[(c, t, s)]["report"][metric] * scale for s in seeds if (c, t, s) in table}
+                if not vs:
+                    continue
+                cells = [format(vs[s], fmt) if s in vs else "–" for s in seeds]
+                sd = statistics.stdev(vs.values()) if len(vs) > 1 else 0.0
+                m = statistics.mean(vs.values())
+                name = t + (" MCC" if metric == "matthews_corr" else "")
+                print(f"| {c} | {name} | " + " | ".join(cells) + f" | {m:{fmt}} ± {sd:{fmt}} |")
+
+    def mean_acc(c: str, s: int) -> float | None:
+        vs = [table[(c, t, s)]["report"]["accuracy"] * 100 for t in TASKS if (c, t, s) in table]
+        return statistics.mean(vs) if len(vs) == len(TASKS) else None
+
+    base = args.baseline
+    print(f"\n| configuration | seeds with all tasks | mean acc (per seed) | mean acc | vs {base}, 95 % t-interval |")
+    print("|---|---|---|---:|---|")
+    summary: dict[str, Any] = {}
+    for c in configs:
+        per = {s: mean_acc(c, s) for s in seeds}
+        full_seeds = [s for s in seeds if per[s] is not None]
+        if not full_seeds:
+            continue
+        row = f"| {c} | {', '.join(map(str, full_seeds))} | " + " / ".join(f"{per[s]:.2f}" for s in full_seeds)
+        m = statistics.mean(per[s] for s in full_seeds)  # type: ignore[misc]
+        row += f" | {m:.2f} | "
+        summary[c] = {"seeds": full_seeds, "mean_acc": m}
+        paired = [s for s in full_seeds if c != base and mean_acc(base, s) is not None]
+        if len(paired) >= 2:
+            diffs = [per[s] - mean_acc(base, s) for s in paired]  # type: ignore[operator]
+            d, lo, hi = paired_interval(diffs)
+            row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] over {len(diffs)} seeds"
+            summary[c].update(diff=d, ci95=[lo, hi], diffs=diffs)
+        print(row + " |")
+    if args.svg:
+        _svg_seeds(table, configs, Path(args.svg))
+        print(f"\nwrote {args.svg}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_speed_child":
         a = sys.argv[2:]
@@ -893,6 +1039,12 @@ def main() -> None:
     p.add_argument("--length", type=int, default=128)
     p = sub.add_parser("report")
     p.add_argument("files", nargs="+")
+    p = sub.add_parser("seeds", help="several seeds at fixed lrs: per-seed table, means, t-interval vs a baseline")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--baseline", default="full")
+    p.add_argument("--svg", default=None, help="also draw every seed per task as an SVG")
+    p.add_argument("--out", default=None, help="the summary as JSON")
+    p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45: leave the others out")
     args = ap.parse_args()
     {
         "prepare": cmd_prepare,
@@ -902,6 +1054,7 @@ def main() -> None:
         "load": cmd_load,
         "dropout-cost": cmd_dropout_cost,
         "report": cmd_report,
+        "seeds": cmd_seeds,
     }[args.cmd](args)
 
 

@@ -1,0 +1,94 @@
+"""The statistics behind the multi-seed table in docs/benchmarks.md (bench/methods.py ``seeds``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_methods", ROOT / "bench" / "methods.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_methods"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_interval_matches_student_t(bench: ModuleType) -> None:
+    # diffs -1, 0, +1: mean 0, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.303
+    d, lo, hi = bench.paired_interval([-1.0, 0.0, 1.0])
+    assert d == 0.0
+    assert hi == pytest.approx(4.303 / 3**0.5, rel=1e-6)
+    assert lo == pytest.approx(-hi)
+    with pytest.raises(ValueError):
+        bench.paired_interval([0.5])
+
+
+def _run(config: str, task: str, lr: float, sel: float, rep: float, seed: int | None) -> dict[str, object]:
+    r: dict[str, object] = {
+        "config": config,
+        "task": task,
+        "lr": lr,
+        "select": {"accuracy": sel, "matthews_corr": sel},
+        "report": {"accuracy": rep, "matthews_corr": rep},
+    }
+    if seed is not None:
+        r["seed"] = seed
+    return r
+
+
+def test_seed_table_keeps_the_protocol_pick_per_seed(bench: ModuleType, tmp_path: Path) -> None:
+    # an old grid file records its seed only in meta; the protocol keeps the best lr on "select"
+    grid = {
+        "meta": {"hp": {"seed": 42}},
+        "runs": [
+            _run("houlsby", "sst2", 1e-3, 0.80, 0.90, None),
+            _run("houlsby", "sst2", 3e-3, 0.85, 0.70, None),
+            {"config": "houlsby", "task": "sst2", "lr": 5e-4, "error": "boom"},
+        ],
+    }
+    rerun = {"meta": {"hp": {"seed": 43}}, "runs": [_run("houlsby", "sst2", 3e-3, 0.5, 0.6, 43)]}
+    (tmp_path / "a.json").write_text(json.dumps(grid))
+    (tmp_path / "b.json").write_text(json.dumps(rerun))
+    table = bench.seed_table([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert set(table) == {("houlsby", "sst2", 42), ("houlsby", "sst2", 43)}
+    assert table[("houlsby", "sst2", 42)]["report"]["accuracy"] == 0.70  # picked on select, not report
+    assert table[("houlsby", "sst2", 43)]["report"]["accuracy"] == 0.6
+
+
+def test_seeds_command_pairs_by_seed_and_draws(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = []
+    for seed, (full, ad) in {42: (0.80, 0.79), 43: (0.82, 0.80), 44: (0.81, 0.81)}.items():
+        for task in bench.TASKS:
+            runs.append(_run("full", task, 1e-4, full, full, seed))
+            runs.append(_run("houlsby", task, 1e-3, ad, ad, seed))
+    # seed 45 lacks two tasks for houlsby: it must not enter the paired interval
+    runs.append(_run("houlsby", "sst2", 1e-3, 0.99, 0.99, 45))
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    import argparse
+
+    out, svg = tmp_path / "s.json", tmp_path / "s.svg"
+    args = argparse.Namespace(
+        files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=str(out), only_seeds=None
+    )
+    bench.cmd_seeds(args)
+    summary = json.loads(out.read_text())
+    assert summary["houlsby"]["seeds"] == [42, 43, 44]
+    assert summary["houlsby"]["diffs"] == pytest.approx([-1.0, -2.0, 0.0])
+    d, lo, hi = bench.paired_interval([-1.0, -2.0, 0.0])
+    assert summary["houlsby"]["diff"] == pytest.approx(d)
+    assert summary["houlsby"]["ci95"] == pytest.approx([lo, hi])
+    assert "over 3 seeds" in capsys.readouterr().out
+    text = svg.read_text()
+    assert text.startswith("<svg") and text.count("<circle") == 3 * 3 * 2 + 1
