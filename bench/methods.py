@@ -867,55 +867,77 @@ def seed_table(files: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
     return out
 
 
-def _svg_seeds(table: dict[tuple[str, str, int], dict[str, Any]], configs: list[str], path: Path) -> None:
-    """One panel per task: every seed as a dot, the seed mean as a bar, per configuration."""
-    panel_w, panel_h, top, left = 230, 260, 40, 50
-    w = left + panel_w * len(TASKS) + 20
-    h = top + panel_h + 70
+def _svg_seeds(
+    table: dict[tuple[str, str, int], dict[str, Any]], configs: list[str], path: Path, baseline: str, margin: float
+) -> None:
+    """One panel per task plus one for the three-task mean (seeds that have every task): every seed
+    as a dot, the mean over seeds as a bar; in the last panel a dashed line at the baseline's mean
+    minus the target margin."""
+    panels: list[tuple[str, dict[tuple[str, int], float]]] = []
+    for task in TASKS:
+        panels.append((task, {(c, s): r["report"]["accuracy"] * 100 for (c, t, s), r in table.items() if t == task}))
+    means: dict[tuple[str, int], float] = {}
+    for c, s in {(c, s) for (c, _, s) in table}:
+        if all((c, t, s) in table for t in TASKS):
+            means[(c, s)] = statistics.mean(table[(c, t, s)]["report"]["accuracy"] * 100 for t in TASKS)
+    panels.append(("mean of the three", means))
+    panel_w, plot_w, plot_h, top, left = 250, 200, 260, 60, 50
+    w = left + panel_w * len(panels)
+    h = top + plot_h + 40
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
         f'<text x="{left}" y="20" font-size="14">'
-        "Accuracy (%) per seed; bar = mean over seeds (CPU, fixed lr per task)</text>",
+        "Accuracy (%) per seed (dots) and mean over seeds (bars); CPU, one fixed lr per task. "
+        f"Dashed: {baseline} minus {margin:g} point</text>",
     ]
-    for i, task in enumerate(TASKS):
-        vals = [r["report"]["accuracy"] * 100 for (c, t, _), r in table.items() if t == task and c in configs]
+    for i, (title, cell) in enumerate(panels):
+        vals = [v for (c, _), v in cell.items() if c in configs]
         if not vals:
             continue
-        lo, hi = min(vals) - 0.5, max(vals) + 0.5
+        base_vals = [v for (c, _), v in cell.items() if c == baseline]
+        if i == len(panels) - 1 and base_vals:
+            vals.append(statistics.mean(base_vals) - margin)
+        lo, hi = min(vals) - 0.4, max(vals) + 0.4
         x0 = left + i * panel_w
 
         def y(v: float, lo: float = lo, hi: float = hi) -> float:
-            return top + panel_h - (v - lo) / (hi - lo) * panel_h
+            return top + plot_h - (v - lo) / (hi - lo) * plot_h
 
-        parts.append(f'<rect x="{x0}" y="{top}" width="{panel_w - 30}" height="{panel_h}" fill="none" stroke="#ccc"/>')
-        parts.append(f'<text x="{x0 + 5}" y="{top + panel_h + 50}" font-size="13">{task}</text>')
+        parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
+        parts.append(f'<text x="{x0 + plot_w / 2}" y="{top - 8}" text-anchor="middle" font-size="13">{title}</text>')
         step = 0.5 if hi - lo < 4 else 1.0
         tick = (int(lo / step) + 1) * step
         while tick < hi:
             yt = f"{y(tick):.1f}"
-            parts.append(f'<line x1="{x0}" x2="{x0 + panel_w - 30}" y1="{yt}" y2="{yt}" stroke="#eee"/>')
+            parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{yt}" y2="{yt}" stroke="#eee"/>')
             parts.append(f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:g}</text>')
             tick += step
         for j, c in enumerate(configs):
-            cx = x0 + 30 + j * (panel_w - 60) / max(1, len(configs) - 1)
+            cx = x0 + plot_w * (j + 0.5) / len(configs)
             colour = _COLOURS.get(c, "#2ca02c")
-            seeds = sorted(s for (cc, t, s) in table if cc == c and t == task)
-            vs = [table[(c, task, s)]["report"]["accuracy"] * 100 for s in seeds]
-            for s, v in zip(seeds, vs, strict=True):
+            seeds = sorted(s for (cc, s) in cell if cc == c)
+            vs = [cell[(c, s)] for s in seeds]
+            for k, (s, v) in enumerate(zip(seeds, vs, strict=True)):
+                dx = (k - (len(seeds) - 1) / 2) * 4  # spread the seeds so equal scores stay visible
                 parts.append(
-                    f'<circle cx="{cx:.1f}" cy="{y(v):.1f}" r="4" fill="{colour}" fill-opacity="0.6">'
+                    f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="{colour}" fill-opacity="0.6">'
                     f"<title>{c} seed {s}: {v:.2f}</title></circle>"
                 )
             if vs:
                 m = statistics.mean(vs)
                 parts.append(
-                    f'<line x1="{cx - 14:.1f}" x2="{cx + 14:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" '
+                    f'<line x1="{cx - 18:.1f}" x2="{cx + 18:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" '
                     f'stroke="{colour}" stroke-width="3"><title>{c} mean {m:.2f}</title></line>'
                 )
             parts.append(
-                f'<text x="{cx:.1f}" y="{top + panel_h + 16}" text-anchor="middle" font-size="9" '
+                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="10" '
                 f'fill="{colour}">{c.replace("houlsby_", "h_")}</text>'
+            )
+        if i == len(panels) - 1 and base_vals:
+            yt = f"{y(statistics.mean(base_vals) - margin):.1f}"
+            parts.append(
+                f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{yt}" y2="{yt}" stroke="#555" stroke-dasharray="5,4"/>'
             )
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -973,7 +995,7 @@ def cmd_seeds(args: argparse.Namespace) -> None:
             summary[c].update(diff=d, ci95=[lo, hi], diffs=diffs)
         print(row + " |")
     if args.svg:
-        _svg_seeds(table, configs, Path(args.svg))
+        _svg_seeds(table, configs, Path(args.svg), base, args.margin)
         print(f"\nwrote {args.svg}")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))
@@ -1045,6 +1067,7 @@ def main() -> None:
     p.add_argument("--svg", default=None, help="also draw every seed per task as an SVG")
     p.add_argument("--out", default=None, help="the summary as JSON")
     p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45: leave the others out")
+    p.add_argument("--margin", type=float, default=0.5, help="the target's margin, drawn below the baseline's mean")
     args = ap.parse_args()
     {
         "prepare": cmd_prepare,

@@ -80,7 +80,7 @@ def test_seeds_command_pairs_by_seed_and_draws(
 
     out, svg = tmp_path / "s.json", tmp_path / "s.svg"
     args = argparse.Namespace(
-        files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=str(out), only_seeds=None
+        files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=str(out), only_seeds=None, margin=0.5
     )
     bench.cmd_seeds(args)
     summary = json.loads(out.read_text())
@@ -91,4 +91,6 @@ def test_seeds_command_pairs_by_seed_and_draws(
     assert summary["houlsby"]["ci95"] == pytest.approx([lo, hi])
     assert "over 3 seeds" in capsys.readouterr().out
     text = svg.read_text()
-    assert text.startswith("<svg") and text.count("<circle") == 3 * 3 * 2 + 1
+    # a dot per (task, configuration, seed), and one per seed with every task in the mean panel
+    assert text.startswith("<svg") and text.count("<circle") == 3 * 3 * 2 + 1 + 3 * 2
+    assert "stroke-dasharray" in text  # full fine-tuning's mean minus the margin
