@@ -17,7 +17,7 @@ Papers:
   adapters train. Attention dropout keeps PyTorch's scaled-dot-product attention off its fused
   kernels and every dropout costs a mask in forward and backward; on the 2-core CPU this took
   Houlsby in every layer from 0.71x to 0.52-0.56x of full fine-tuning's step time, with the same
-  accuracy over two seeds (docs/benchmarks.md).
+  accuracy over five seeds (+0.06 point, docs/benchmarks.md).
 
 Adapters *wrap* existing modules (``base_layer``, like PEFT) instead of patching ``forward``:
 
