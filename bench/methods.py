@@ -867,6 +867,15 @@ def seed_table(files: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
     return out
 
 
+def seed_means(table: dict[tuple[str, str, int], dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """(config, seed) -> mean accuracy (%) over the tasks, for the seeds that have every task."""
+    return {
+        (c, s): statistics.mean(table[(c, t, s)]["report"]["accuracy"] * 100 for t in TASKS)
+        for c, s in {(c, s) for (c, _, s) in table}
+        if all((c, t, s) in table for t in TASKS)
+    }
+
+
 def _svg_seeds(
     table: dict[tuple[str, str, int], dict[str, Any]], configs: list[str], path: Path, baseline: str, margin: float
 ) -> None:
@@ -876,11 +885,7 @@ def _svg_seeds(
     panels: list[tuple[str, dict[tuple[str, int], float]]] = []
     for task in TASKS:
         panels.append((task, {(c, s): r["report"]["accuracy"] * 100 for (c, t, s), r in table.items() if t == task}))
-    means: dict[tuple[str, int], float] = {}
-    for c, s in {(c, s) for (c, _, s) in table}:
-        if all((c, t, s) in table for t in TASKS):
-            means[(c, s)] = statistics.mean(table[(c, t, s)]["report"]["accuracy"] * 100 for t in TASKS)
-    panels.append(("mean of the three", means))
+    panels.append(("mean of the three", seed_means(table)))
     panel_w, plot_w, plot_h, top, left = 250, 200, 260, 60, 50
     w = left + panel_w * len(panels)
     h = top + plot_h + 40
@@ -970,26 +975,22 @@ def cmd_seeds(args: argparse.Namespace) -> None:
                 name = t + (" MCC" if metric == "matthews_corr" else "")
                 print(f"| {c} | {name} | " + " | ".join(cells) + f" | {m:{fmt}} ± {sd:{fmt}} |")
 
-    def mean_acc(c: str, s: int) -> float | None:
-        vs = [table[(c, t, s)]["report"]["accuracy"] * 100 for t in TASKS if (c, t, s) in table]
-        return statistics.mean(vs) if len(vs) == len(TASKS) else None
-
+    means = seed_means(table)
     base = args.baseline
     print(f"\n| configuration | seeds with all tasks | mean acc (per seed) | mean acc | vs {base}, 95 % t-interval |")
     print("|---|---|---|---:|---|")
     summary: dict[str, Any] = {}
     for c in configs:
-        per = {s: mean_acc(c, s) for s in seeds}
-        full_seeds = [s for s in seeds if per[s] is not None]
+        full_seeds = sorted(s for (cc, s) in means if cc == c)
         if not full_seeds:
             continue
-        row = f"| {c} | {', '.join(map(str, full_seeds))} | " + " / ".join(f"{per[s]:.2f}" for s in full_seeds)
-        m = statistics.mean(per[s] for s in full_seeds)  # type: ignore[misc]
+        row = f"| {c} | {', '.join(map(str, full_seeds))} | " + " / ".join(f"{means[(c, s)]:.2f}" for s in full_seeds)
+        m = statistics.mean(means[(c, s)] for s in full_seeds)
         row += f" | {m:.2f} | "
         summary[c] = {"seeds": full_seeds, "mean_acc": m}
-        paired = [s for s in full_seeds if c != base and mean_acc(base, s) is not None]
+        paired = [s for s in full_seeds if c != base and (base, s) in means]
         if len(paired) >= 2:
-            diffs = [per[s] - mean_acc(base, s) for s in paired]  # type: ignore[operator]
+            diffs = [means[(c, s)] - means[(base, s)] for s in paired]
             d, lo, hi = paired_interval(diffs)
             row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] over {len(diffs)} seeds"
             summary[c].update(diff=d, ci95=[lo, hi], diffs=diffs)
