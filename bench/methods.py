@@ -841,7 +841,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy in the bench's deps)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-_COLOURS = {"full": "#555555", "houlsby": "#1f77b4", "houlsby_nodrop": "#d62728"}
+_COLOURS = {"full": "#555555", "houlsby": "#1f77b4", "houlsby_nodrop": "#d62728", "houlsby36_nodrop": "#9467bd"}
 
 
 def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
@@ -937,9 +937,9 @@ def _svg_seeds(
                     f'<line x1="{cx - 18:.1f}" x2="{cx + 18:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" '
                     f'stroke="{colour}" stroke-width="3"><title>{c} mean {m:.2f}</title></line>'
                 )
-            parts.append(
-                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="10" '
-                f'fill="{colour}">{c.replace("houlsby_", "h_")}</text>'
+            parts.append(  # labels alternate between two rows so that four or more columns stay legible
+                f'<text x="{cx:.1f}" y="{top + plot_h + 16 + 12 * (j % 2)}" text-anchor="middle" font-size="10" '
+                f'fill="{colour}">{c.replace("houlsby", "h")}</text>'
             )
         if i == len(panels) - 1 and base_vals:
             yt = f"{y(statistics.mean(base_vals) - margin):.1f}"
