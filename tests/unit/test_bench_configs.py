@@ -3,26 +3,13 @@ inside the issue's budget (<= 1.5 % trainable parameters on all-MiniLM-L6-v2, he
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.bench import bench_methods
 
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_methods_cfg", ROOT / "bench" / "methods.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_methods_cfg"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-BENCH = _bench()
+BENCH = bench_methods()
 ADAPTERS = [n for n, (m, _, _) in BENCH.CONFIGS.items() if m not in BENCH.BASELINES]
 
 

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.bench import bench_methods
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_methods", ROOT / "bench" / "methods.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_methods"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_methods()
 
 
 def test_paired_interval_matches_student_t(bench: ModuleType) -> None:
