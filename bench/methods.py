@@ -1004,6 +1004,134 @@ def cmd_seeds(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
+def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str, Any]]:
+    """(epochs, config, task, seed) -> the run the protocol keeps, with the epoch budget read from
+    each file's meta, so runs of one configuration under two budgets are kept apart."""
+    groups: dict[tuple[float, int], list[dict[str, Any]]] = {}
+    for p in files:
+        d = json.loads(Path(p).read_text())
+        hp = d.get("meta", {}).get("hp", {})
+        epochs = float(hp.get("epochs", HP["epochs"]))
+        for r in d.get("runs", []):
+            groups.setdefault((epochs, int(r.get("seed") or hp.get("seed", HP["seed"]))), []).append(r)
+    out: dict[tuple[float, str, str, int], dict[str, Any]] = {}
+    for (epochs, seed), runs in groups.items():
+        for (c, t), r in best_runs(runs).items():
+            out[(epochs, c, t, seed)] = r
+    return out
+
+
+def _svg_budget(
+    cells: dict[tuple[str, float], list[tuple[int, float]]], tasks: list[str], path: Path, margin: float
+) -> None:
+    """One panel per task: each seed's gap to the baseline (dots) and the mean gap (bar) per budget;
+    a solid line at 0 and a dashed one at minus the target margin."""
+    budgets = sorted({e for (_, e) in cells})
+    vals = [v for pts in cells.values() for _, v in pts] + [0.0, -margin]
+    lo, hi = min(vals) - 0.4, max(vals) + 0.4
+    panel_w, plot_w, plot_h, top, left = 250, 200, 240, 50, 50
+    w, h = left + panel_w * len(tasks), top + plot_h + 40
+
+    def y(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">Accuracy gap to the baseline (points) per seed (dots) and its mean '
+        f"(bars), by epoch budget. Dashed: minus {margin:g} point</text>",
+    ]
+    for i, task in enumerate(tasks):
+        x0 = left + i * panel_w
+        parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
+        parts.append(f'<text x="{x0 + plot_w / 2}" y="{top - 8}" text-anchor="middle" font-size="13">{task}</text>')
+        tick = float(int(lo) - 1)
+        while tick < hi:
+            if tick > lo:
+                parts.append(
+                    f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:+g}</text>'
+                )
+            tick += 1.0
+        for ref, dash in ((0.0, ""), (-margin, ' stroke-dasharray="5,4"')):
+            parts.append(
+                f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>'
+            )
+        for j, e in enumerate(budgets):
+            pts = cells.get((task, e), [])
+            cx = x0 + plot_w * (j + 0.5) / len(budgets)
+            for k, (seed, v) in enumerate(pts):
+                dx = (k - (len(pts) - 1) / 2) * 5
+                parts.append(
+                    f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="#9467bd" fill-opacity="0.6">'
+                    f"<title>{task}, {e:g} epochs, seed {seed}: {v:+.2f}</title></circle>"
+                )
+            if pts:
+                m = statistics.mean(v for _, v in pts)
+                parts.append(
+                    f'<line x1="{cx - 20:.1f}" x2="{cx + 20:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" stroke="#9467bd" '
+                    f'stroke-width="3"><title>{task}, {e:g} epochs: mean gap {m:+.2f}</title></line>'
+                )
+            parts.append(
+                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{e:g} epochs</text>'
+            )
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def cmd_budget(args: argparse.Namespace) -> None:
+    """The same configurations under two or more epoch budgets: per task, each budget's paired gap
+    (config minus baseline, same seed) with its 95 % t-interval, and how the gap moves from the
+    smallest budget to each larger one (a difference of paired differences, same seeds)."""
+    table = budget_table(args.files)
+    base = args.baseline
+    budgets = sorted({k[0] for k in table})
+    tasks = [t for t in TASKS if any(k[2] == t for k in table)]
+    configs = [c for c in CONFIGS if c != base and any(k[1] == c for k in table)]
+    summary: dict[str, Any] = {}
+    svg_cells: dict[tuple[str, float], list[tuple[int, float]]] = {}
+    print(f"| configuration | task | epochs | seeds | config | {base} | gap, 95 % interval |")
+    print("|---|---|---:|---|---:|---:|---|")
+    for c in configs:
+        for t in tasks:
+            gaps: dict[float, dict[int, float]] = {}
+            for e in budgets:
+                seeds = sorted(s for (ee, cc, tt, s) in table if (ee, cc, tt) == (e, c, t) and (e, base, t, s) in table)
+                if not seeds:
+                    continue
+                acc = {s: table[(e, c, t, s)]["report"]["accuracy"] * 100 for s in seeds}
+                ref = {s: table[(e, base, t, s)]["report"]["accuracy"] * 100 for s in seeds}
+                gaps[e] = {s: acc[s] - ref[s] for s in seeds}
+                svg_cells[(t, e)] = sorted(gaps[e].items())
+                row = f"| {c} | {t} | {e:g} | {', '.join(map(str, seeds))} | {statistics.mean(acc.values()):.2f} | "
+                row += f"{statistics.mean(ref.values()):.2f} | "
+                entry: dict[str, Any] = {"seeds": seeds, "config": acc, "baseline": ref, "gaps": gaps[e]}
+                if len(seeds) >= 2:
+                    d, lo, hi = paired_interval(list(gaps[e].values()))
+                    row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] |"
+                    entry.update(gap=d, ci95=[lo, hi])
+                else:
+                    row += f"{next(iter(gaps[e].values())):+.2f} (one seed) |"
+                print(row)
+                summary.setdefault(c, {}).setdefault(t, {})[f"{e:g}"] = entry
+            for e in budgets[1:]:
+                both = sorted(set(gaps.get(budgets[0], {})) & set(gaps.get(e, {})))
+                if len(both) < 2:
+                    continue
+                moves = [gaps[e][s] - gaps[budgets[0]][s] for s in both]
+                d, lo, hi = paired_interval(moves)
+                print(
+                    f"| {c} | {t} | {budgets[0]:g} → {e:g} | {', '.join(map(str, both))} | | | "
+                    f"gap moves {d:+.2f} [{lo:+.2f}, {hi:+.2f}] |"
+                )
+                summary[c][t][f"{budgets[0]:g}->{e:g}"] = {"seeds": both, "move": d, "ci95": [lo, hi], "moves": moves}
+    if args.svg:
+        _svg_budget(svg_cells, tasks, Path(args.svg), args.margin)
+        print(f"\nwrote {args.svg}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_speed_child":
         a = sys.argv[2:]
@@ -1071,6 +1199,12 @@ def main() -> None:
     p.add_argument("--out", default=None, help="the summary as JSON")
     p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45: leave the others out")
     p.add_argument("--margin", type=float, default=0.5, help="the target's margin, drawn below the baseline's mean")
+    p = sub.add_parser("budget", help="the gap to a baseline under two epoch budgets, per task, paired by seed")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--baseline", default="full")
+    p.add_argument("--svg", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--margin", type=float, default=0.5)
     args = ap.parse_args()
     {
         "prepare": cmd_prepare,
@@ -1081,6 +1215,7 @@ def main() -> None:
         "dropout-cost": cmd_dropout_cost,
         "report": cmd_report,
         "seeds": cmd_seeds,
+        "budget": cmd_budget,
     }[args.cmd](args)
 
 

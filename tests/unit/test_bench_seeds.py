@@ -87,3 +87,34 @@ def test_seeds_command_pairs_by_seed_and_draws(
     # a dot per (task, configuration, seed), and one per seed with every task in the mean panel
     assert text.startswith("<svg") and text.count("<circle") == 3 * 3 * 2 + 1 + 3 * 2
     assert "stroke-dasharray" in text  # full fine-tuning's mean minus the margin
+
+
+def test_budget_command_keeps_budgets_apart_and_pairs_the_gap_move(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the same configuration names under two budgets; only the files' meta tells them apart
+    gaps = {3: {43: -1.0, 44: -2.0, 45: -1.5}, 6: {43: -0.5, 44: -0.5, 45: 0.5}}
+    for epochs, per_seed in gaps.items():
+        runs = []
+        for seed, gap in per_seed.items():
+            runs.append(_run("full", "sst2", 1e-4, 0.9, 0.86, seed))
+            runs.append(_run("houlsby36_nodrop", "sst2", 1e-3, 0.9, 0.86 + gap / 100, seed))
+            # a worse lr on the selection split must not be the one kept
+            runs.append(_run("houlsby36_nodrop", "sst2", 3e-3, 0.1, 0.99, seed))
+        (tmp_path / f"e{epochs}.json").write_text(json.dumps({"meta": {"hp": {"epochs": epochs}}, "runs": runs}))
+    import argparse
+
+    out, svg = tmp_path / "b.json", tmp_path / "b.svg"
+    files = [str(tmp_path / "e3.json"), str(tmp_path / "e6.json")]
+    bench.cmd_budget(argparse.Namespace(files=files, baseline="full", svg=str(svg), out=str(out), margin=0.5))
+    summary = json.loads(out.read_text())["houlsby36_nodrop"]["sst2"]
+    for epochs, per_seed in gaps.items():
+        d, lo, hi = bench.paired_interval(list(per_seed.values()))
+        assert summary[str(epochs)]["gap"] == pytest.approx(d)
+        assert summary[str(epochs)]["ci95"] == pytest.approx([lo, hi])
+    moves = [gaps[6][s] - gaps[3][s] for s in (43, 44, 45)]
+    assert summary["3->6"]["moves"] == pytest.approx(moves)
+    assert summary["3->6"]["move"] == pytest.approx(sum(moves) / 3)
+    assert "gap moves +1.33" in capsys.readouterr().out
+    text = svg.read_text()
+    assert text.startswith("<svg") and text.count("<circle") == 6 and "3 epochs" in text and "6 epochs" in text
