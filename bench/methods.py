@@ -1022,7 +1022,7 @@ def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str
 
 
 def _svg_budget(
-    cells: dict[tuple[str, float], list[tuple[int, float]]], tasks: list[str], path: Path, margin: float
+    cells: dict[tuple[str, float], list[tuple[int, float]]], tasks: list[str], path: Path, margin: float, label: str
 ) -> None:
     """One panel per task: each seed's gap to the baseline (dots) and the mean gap (bar) per budget;
     a solid line at 0 and a dashed one at minus the target margin."""
@@ -1038,7 +1038,7 @@ def _svg_budget(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">Accuracy gap to the baseline (points) per seed (dots) and its mean '
+        f'<text x="{left}" y="20" font-size="14">{label}: accuracy gap in points per seed (dots) and its mean '
         f"(bars), by epoch budget. Dashed: minus {margin:g} point</text>",
     ]
     for i, task in enumerate(tasks):
@@ -1102,7 +1102,8 @@ def cmd_budget(args: argparse.Namespace) -> None:
                 acc = {s: table[(e, c, t, s)]["report"]["accuracy"] * 100 for s in seeds}
                 ref = {s: table[(e, base, t, s)]["report"]["accuracy"] * 100 for s in seeds}
                 gaps[e] = {s: acc[s] - ref[s] for s in seeds}
-                svg_cells[(t, e)] = sorted(gaps[e].items())
+                if c == configs[0]:  # the figure draws one configuration against the baseline
+                    svg_cells[(t, e)] = sorted(gaps[e].items())
                 row = f"| {c} | {t} | {e:g} | {', '.join(map(str, seeds))} | {statistics.mean(acc.values()):.2f} | "
                 row += f"{statistics.mean(ref.values()):.2f} | "
                 entry: dict[str, Any] = {"seeds": seeds, "config": acc, "baseline": ref, "gaps": gaps[e]}
@@ -1126,7 +1127,7 @@ def cmd_budget(args: argparse.Namespace) -> None:
                 )
                 summary[c][t][f"{budgets[0]:g}->{e:g}"] = {"seeds": both, "move": d, "ci95": [lo, hi], "moves": moves}
     if args.svg:
-        _svg_budget(svg_cells, tasks, Path(args.svg), args.margin)
+        _svg_budget(svg_cells, tasks, Path(args.svg), args.margin, f"{configs[0]} minus {base}")
         print(f"\nwrote {args.svg}")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))
