@@ -855,17 +855,14 @@ def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
 
 def seed_table(files: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
     """(config, task, seed) -> the run the protocol keeps for that seed (best lr on the selection
-    split when a file holds a grid; older files record the seed only in their meta)."""
-    by_seed: dict[int, list[dict[str, Any]]] = {}
-    for p in files:
-        d = json.loads(Path(p).read_text())
-        default_seed = d.get("meta", {}).get("hp", {}).get("seed", HP["seed"])
-        for r in d.get("runs", []):
-            by_seed.setdefault(int(r.get("seed") or default_seed), []).append(r)
+    split when a file holds a grid; older files record the seed only in their meta). Runs of one
+    configuration under two epoch budgets are refused: ``budget`` compares those."""
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for seed, runs in by_seed.items():
-        for (c, t), r in best_runs(runs).items():
-            out[(c, t, seed)] = r
+    budgets: dict[tuple[str, str, int], float] = {}
+    for (epochs, c, t, s), r in budget_table(files).items():
+        if (c, t, s) in out:
+            raise ValueError(f"{c} on {t}, seed {s}: runs at {budgets[(c, t, s)]:g} and {epochs:g} epochs")
+        out[(c, t, s)], budgets[(c, t, s)] = r, epochs
     return out
 
 

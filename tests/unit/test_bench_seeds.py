@@ -118,3 +118,11 @@ def test_budget_command_keeps_budgets_apart_and_pairs_the_gap_move(
     assert "gap moves +1.33" in capsys.readouterr().out
     text = svg.read_text()
     assert text.startswith("<svg") and text.count("<circle") == 6 and "3 epochs" in text and "6 epochs" in text
+
+
+def test_seed_table_refuses_two_budgets_of_one_configuration(bench: ModuleType, tmp_path: Path) -> None:
+    for epochs in (3, 6):
+        runs = [_run("houlsby", "sst2", 1e-3, 0.8, 0.8, 43)]
+        (tmp_path / f"e{epochs}.json").write_text(json.dumps({"meta": {"hp": {"epochs": epochs}}, "runs": runs}))
+    with pytest.raises(ValueError, match="3 and 6 epochs|6 and 3 epochs"):
+        bench.seed_table([str(tmp_path / "e3.json"), str(tmp_path / "e6.json")])
