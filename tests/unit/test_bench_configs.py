@@ -28,3 +28,26 @@ def test_houlsby_configs_fit_the_budget(name: str) -> None:
     model = BENCH.build_model(name, Path(gt.get_model_path()))
     share = model.trainable_parameter_count() / model.total_parameter_count()
     assert 0.003 < share <= 0.015, f"{name}: {share:.4%} trainable"
+
+
+@pytest.mark.parametrize(("name", "head_lr"), [("houlsby36_nodrop", 1e-2), ("houlsby36_nodrop_head1x", 1e-3)])
+def test_head_lr_factor_reaches_the_trainer(name: str, head_lr: float, monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    import torch
+
+    from workers.training.loop import resolve_hyperparameters
+
+    seen: dict[str, float] = {}
+
+    def fake_run_training(spec: object, **_: object) -> None:
+        seen.update(resolve_hyperparameters(spec.hyperparameters))  # type: ignore[attr-defined]
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr("workers.training.run_training", fake_run_training)
+    monkeypatch.setattr(BENCH, "_install_builder", lambda: None)
+    job = {"task": "cola", "config": name, "lr": 1e-3, "data": str(tmp_path), "base": str(tmp_path), "sha": "-",
+           "device": "cpu", "hp": {}, "threads": torch.get_num_threads()}
+    out = BENCH._train_job(job)
+    assert out["error"] == "RuntimeError: stop before training"
+    assert seen["learning_rate"] == 1e-3
+    assert seen["head_learning_rate"] == pytest.approx(head_lr)

@@ -73,7 +73,13 @@ def test_seeds_command_pairs_by_seed_and_draws(
 
     out, svg = tmp_path / "s.json", tmp_path / "s.svg"
     args = argparse.Namespace(
-        files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=str(out), only_seeds=None, margin=0.5
+        files=[str(tmp_path / "r.json")],
+        baseline="full",
+        svg=str(svg),
+        out=str(out),
+        only_seeds=None,
+        margin=0.5,
+        tasks=None,
     )
     bench.cmd_seeds(args)
     summary = json.loads(out.read_text())
@@ -87,6 +93,28 @@ def test_seeds_command_pairs_by_seed_and_draws(
     # a dot per (task, configuration, seed), and one per seed with every task in the mean panel
     assert text.startswith("<svg") and text.count("<circle") == 3 * 3 * 2 + 1 + 3 * 2
     assert "stroke-dasharray" in text  # full fine-tuning's mean minus the margin
+
+
+def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_path: Path) -> None:
+    # a screen run on SST-2 only, next to a baseline file that also holds CoLA
+    runs = [_run("full", "cola", 1e-4, 0.7, 0.7, 43)]
+    for seed in (43, 44):
+        for config in ("full", "houlsby36_nodrop", "houlsby36_nodrop_gelu", "houlsby36_nodrop_head1x",
+                       "houlsby36_nodrop_head30x"):
+            runs.append(_run(config, "sst2", 1e-3, 0.85, 0.85, seed))
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    import argparse
+
+    svg = tmp_path / "one.svg"
+    bench.cmd_seeds(
+        argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
+                           only_seeds=None, margin=0.5, tasks="sst2")
+    )
+    text = svg.read_text()
+    assert text.count("<circle") == 5 * 2  # SST-2 only: no CoLA panel, no empty mean panel
+    assert ">sst2</text>" in text and ">cola</text>" not in text and "mean of the three" not in text
+    assert "stroke-dasharray" not in text  # the target's margin is about the three-task mean
+    assert text.count("<text") - text.count('font-size="10"') == 2  # the title and one panel title
 
 
 def test_budget_command_keeps_budgets_apart_and_pairs_the_gap_move(
