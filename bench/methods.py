@@ -61,7 +61,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "houlsby36_nodrop_gelu": (
         "houlsby", {"bottleneck_size": 36, "base_dropout": False, "non_linearity": "gelu"}, ADAPTER_LRS
     ),
-    # the same with the head at the adapters' lr (HEAD_LR_FACTOR), as Houlsby et al. train it
+    # the same with the head at 1x the lr (as Houlsby et al. train it) and at 30x (HEAD_LR_FACTOR)
     "houlsby36_nodrop_head1x": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
     "houlsby36_nodrop_head30x": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
@@ -907,7 +907,7 @@ def _svg_seeds(
         panels.append((task, {(c, s): r["report"]["accuracy"] * 100 for (c, t, s), r in table.items() if t == task}))
     panels.append(("mean of the three", seed_means(table)))
     panels = [(title, cell) for title, cell in panels if any(c in configs for c, _ in cell)]
-    has_mean = panels[-1][0] == "mean of the three"
+    has_mean = panels[-1][0] == "mean of the three"  # only when some seed has every task
     plot_w = 200 if len(configs) <= 4 else 60 * len(configs)  # room for every column's label
     panel_w, plot_h, top, left = plot_w + 50, 260, 60, 50
     w = max(left + panel_w * len(panels), 760)
@@ -922,8 +922,6 @@ def _svg_seeds(
     ]
     for i, (title, cell) in enumerate(panels):
         vals = [v for (c, _), v in cell.items() if c in configs]
-        if not vals:
-            continue
         base_vals = [v for (c, _), v in cell.items() if c == baseline]
         if has_mean and i == len(panels) - 1 and base_vals:
             vals.append(statistics.mean(base_vals) - margin)
