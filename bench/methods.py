@@ -859,6 +859,7 @@ _COLOURS = {
     "houlsby": "#1f77b4",
     "houlsby_nodrop": "#d62728",
     "houlsby36_nodrop": "#9467bd",
+    "houlsby_skip1_nodrop": "#17becf",
     "houlsby36_nodrop_gelu": "#2ca02c",
     "houlsby36_nodrop_head1x": "#ff7f0e",
     "houlsby36_nodrop_head30x": "#8c564b",
