@@ -979,6 +979,8 @@ def cmd_seeds(args: argparse.Namespace) -> None:
     table = seed_table(args.files)
     if args.tasks:  # e.g. a screen run on one task only
         table = {k: v for k, v in table.items() if k[1] in args.tasks.split(",")}
+    if args.configs:  # files that hold other configurations' runs too
+        table = {k: v for k, v in table.items() if k[0] in args.configs.split(",")}
     if args.only_seeds:
         keep = {int(x) for x in args.only_seeds.split(",")}
         table = {k: v for k, v in table.items() if k[2] in keep}
@@ -1223,6 +1225,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="the summary as JSON")
     p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45: leave the others out")
     p.add_argument("--tasks", default=None, help="e.g. sst2: only these tasks (table and figure)")
+    p.add_argument("--configs", default=None, help="e.g. full,houlsby: only these configurations")
     p.add_argument("--margin", type=float, default=0.5, help="the target's margin, drawn below the baseline's mean")
     p = sub.add_parser("budget", help="the gap to a baseline under two epoch budgets, per task, paired by seed")
     p.add_argument("files", nargs="+")

@@ -80,6 +80,7 @@ def test_seeds_command_pairs_by_seed_and_draws(
         only_seeds=None,
         margin=0.5,
         tasks=None,
+        configs=None,
     )
     bench.cmd_seeds(args)
     summary = json.loads(out.read_text())
@@ -96,8 +97,8 @@ def test_seeds_command_pairs_by_seed_and_draws(
 
 
 def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_path: Path) -> None:
-    # a screen run on SST-2 only, next to a baseline file that also holds CoLA
-    runs = [_run("full", "cola", 1e-4, 0.7, 0.7, 43)]
+    # a screen run on SST-2 only, next to a baseline file that also holds CoLA and another configuration
+    runs = [_run("full", "cola", 1e-4, 0.7, 0.7, 43), _run("pfeiffer", "sst2", 1e-3, 0.8, 0.8, 43)]
     for seed in (43, 44):
         for config in ("full", "houlsby36_nodrop", "houlsby36_nodrop_gelu", "houlsby36_nodrop_head1x",
                        "houlsby36_nodrop_head30x"):
@@ -108,10 +109,13 @@ def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_p
     svg = tmp_path / "one.svg"
     bench.cmd_seeds(
         argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
-                           only_seeds=None, margin=0.5, tasks="sst2")
+                           only_seeds=None, margin=0.5, tasks="sst2",
+                           configs="full,houlsby36_nodrop,houlsby36_nodrop_gelu,houlsby36_nodrop_head1x,"
+                           "houlsby36_nodrop_head30x")
     )
     text = svg.read_text()
-    assert text.count("<circle") == 5 * 2  # SST-2 only: no CoLA panel, no empty mean panel
+    assert text.count("<circle") == 5 * 2  # SST-2 only: no CoLA panel, no empty mean panel, no pfeiffer
+    assert "pfeiffer" not in text
     assert ">sst2</text>" in text and ">cola</text>" not in text and "mean of the three" not in text
     assert "stroke-dasharray" not in text  # the target's margin is about the three-task mean
     assert text.count("<text") - text.count('font-size="10"') == 2  # the title and one panel title
