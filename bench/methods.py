@@ -924,7 +924,7 @@ def _svg_seeds(
     for i, (title, cell) in enumerate(panels):
         vals = [v for (c, _), v in cell.items() if c in configs]
         base_vals = [v for (c, _), v in cell.items() if c == baseline]
-        if has_mean and i == len(panels) - 1 and base_vals:
+        if title == "mean of the three" and base_vals:
             vals.append(statistics.mean(base_vals) - margin)
         lo, hi = min(vals) - 0.4, max(vals) + 0.4
         x0 = left + i * panel_w
@@ -962,7 +962,7 @@ def _svg_seeds(
                 f'<text x="{cx:.1f}" y="{top + plot_h + 16 + 12 * (j % 2)}" text-anchor="middle" font-size="10" '
                 f'fill="{colour}">{c.replace("houlsby", "h")}</text>'
             )
-        if has_mean and i == len(panels) - 1 and base_vals:
+        if title == "mean of the three" and base_vals:
             yt = f"{y(statistics.mean(base_vals) - margin):.1f}"
             parts.append(
                 f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{yt}" y2="{yt}" stroke="#555" stroke-dasharray="5,4"/>'
@@ -977,13 +977,17 @@ def cmd_seeds(args: argparse.Namespace) -> None:
     difference from the baseline with a 95 % t-interval over the seeds that have every task
     (paired by seed: the same seed gives the same data order to every configuration)."""
     table = seed_table(args.files)
-    if args.tasks:  # e.g. a screen run on one task only
-        table = {k: v for k, v in table.items() if k[1] in args.tasks.split(",")}
-    if args.configs:  # files that hold other configurations' runs too
-        table = {k: v for k, v in table.items() if k[0] in args.configs.split(",")}
-    if args.only_seeds:
-        keep = {int(x) for x in args.only_seeds.split(",")}
-        table = {k: v for k, v in table.items() if k[2] in keep}
+    # a screen run on one task only; files that hold other configurations' runs too; some seeds
+    keep_c = set(args.configs.split(",")) if args.configs else None
+    keep_t = set(args.tasks.split(",")) if args.tasks else None
+    keep_s = {int(x) for x in args.only_seeds.split(",")} if args.only_seeds else None
+    table = {
+        (c, t, s): r
+        for (c, t, s), r in table.items()
+        if (keep_c is None or c in keep_c) and (keep_t is None or t in keep_t) and (keep_s is None or s in keep_s)
+    }
+    if not table:
+        raise SystemExit("seeds: no run is left after --configs / --tasks / --only-seeds")
     configs = [c for c in CONFIGS if any(k[0] == c for k in table)]
     seeds = sorted({k[2] for k in table})
     print("| configuration | task | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |")

@@ -119,6 +119,11 @@ def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_p
     assert ">sst2</text>" in text and ">cola</text>" not in text and "mean of the three" not in text
     assert "stroke-dasharray" not in text  # the target's margin is about the three-task mean
     assert text.count("<text") - text.count('font-size="10"') == 2  # the title and one panel title
+    with pytest.raises(SystemExit, match="no run is left"):  # a filter that keeps nothing says so
+        bench.cmd_seeds(
+            argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
+                               only_seeds=None, margin=0.5, tasks="subj", configs=None)
+        )
 
 
 def test_budget_command_keeps_budgets_apart_and_pairs_the_gap_move(
