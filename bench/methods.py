@@ -46,6 +46,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "full": ("full", {}, FULL_LRS),
     # for the step-time table only: what dropout costs full fine-tuning itself on this CPU
     "full_nodrop": ("full", {"base_dropout": False}, FULL_LRS),
+    # a diagnostic for Houlsby's gap: full fine-tuning with the embedding layer frozen
+    "full_frozen_emb": ("full", {"freeze_embeddings": True}, FULL_LRS),
     "head_only": ("head_only", {}, ADAPTER_LRS),
     "houlsby": ("houlsby", {}, ADAPTER_LRS),
     "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
@@ -55,6 +57,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     # the frozen base without dropout while the adapters train (attention takes the fused kernel)
     "houlsby_nodrop": ("houlsby", {"base_dropout": False}, ADAPTER_LRS),
     "houlsby_skip1_nodrop": ("houlsby", {"skip_layers": 1, "base_dropout": False}, ADAPTER_LRS),
+    # the paper's recipe (LayerNorms of the adapted layers train) on the frozen base without dropout
+    "houlsby_ln_nodrop": ("houlsby", {"train_layer_norms": True, "base_dropout": False}, ADAPTER_LRS),
     # the widest Houlsby inside the 1.5 % budget (36 units, 1.46 % with the head), frozen base without dropout
     "houlsby36_nodrop": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
     # the same with GELU in the bottleneck, as Houlsby et al.'s code (google-research/adapter-bert) has it
@@ -192,6 +196,11 @@ def _build_baseline(spec: Any, device: Any) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(spec.base_dir)
     for p in base.parameters():
         p.requires_grad_(spec.method == "full")
+    if spec.method_config.get("freeze_embeddings"):
+        # a diagnostic, not a method: every transformer layer trains, the embedding layer (word,
+        # position and token-type tables and their LayerNorm; half of MiniLM's weights) stays frozen
+        for p in base.embeddings.parameters():
+            p.requires_grad_(False)
     if spec.method_config.get("base_dropout") is False:
         from registry.methods.bottleneck import disable_dropout
 
@@ -856,10 +865,12 @@ def cmd_report(args: argparse.Namespace) -> None:
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 _COLOURS = {
     "full": "#555555",
+    "full_frozen_emb": "#bcbd22",
     "houlsby": "#1f77b4",
     "houlsby_nodrop": "#d62728",
     "houlsby36_nodrop": "#9467bd",
     "houlsby_skip1_nodrop": "#17becf",
+    "houlsby_ln_nodrop": "#e377c2",
     "houlsby36_nodrop_gelu": "#2ca02c",
     "houlsby36_nodrop_head1x": "#ff7f0e",
     "houlsby36_nodrop_head30x": "#8c564b",

