@@ -999,6 +999,10 @@ def cmd_seeds(args: argparse.Namespace) -> None:
     }
     if not table:
         raise SystemExit("seeds: no run is left after --configs / --tasks / --only-seeds")
+    if args.split == "select":
+        # the split the lr was picked on; for SST-2 that is a sample of dev.tsv (phrases, like the
+        # training rows) instead of test.tsv (whole sentences); CoLA and SUBJ select and report on one split
+        table = {k: {**r, "report": r["select"]} for k, r in table.items()}
     configs = [c for c in CONFIGS if any(k[0] == c for k in table)]
     seeds = sorted({k[2] for k in table})
     print("| configuration | task | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |")
@@ -1239,6 +1243,8 @@ def main() -> None:
     p.add_argument("--svg", default=None, help="also draw every seed per task as an SVG")
     p.add_argument("--out", default=None, help="the summary as JSON")
     p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45: leave the others out")
+    p.add_argument("--split", choices=("report", "select"), default="report",
+                   help="the split to score (select: the one the lr was picked on)")
     p.add_argument("--tasks", default=None, help="e.g. sst2: only these tasks (table and figure)")
     p.add_argument("--configs", default=None, help="e.g. full,houlsby: only these configurations")
     p.add_argument("--margin", type=float, default=0.5, help="the target's margin, drawn below the baseline's mean")

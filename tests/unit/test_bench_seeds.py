@@ -81,6 +81,7 @@ def test_seeds_command_pairs_by_seed_and_draws(
         margin=0.5,
         tasks=None,
         configs=None,
+        split="report",
     )
     bench.cmd_seeds(args)
     summary = json.loads(out.read_text())
@@ -109,7 +110,7 @@ def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_p
     svg = tmp_path / "one.svg"
     bench.cmd_seeds(
         argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
-                           only_seeds=None, margin=0.5, tasks="sst2",
+                           only_seeds=None, margin=0.5, tasks="sst2", split="report",
                            configs="full,houlsby36_nodrop,houlsby36_nodrop_gelu,houlsby36_nodrop_head1x,"
                            "houlsby36_nodrop_head30x")
     )
@@ -122,8 +123,29 @@ def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_p
     with pytest.raises(SystemExit, match="no run is left"):  # a filter that keeps nothing says so
         bench.cmd_seeds(
             argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
-                               only_seeds=None, margin=0.5, tasks="subj", configs=None)
+                               only_seeds=None, margin=0.5, tasks="subj", configs=None,
+                               split="report")
         )
+
+
+def test_seeds_command_scores_the_selection_split_on_request(bench: ModuleType, tmp_path: Path) -> None:
+    # SST-2 picks its lr on "select" and reports on "report": --split select scores the former
+    runs = [_run(c, "sst2", 1e-3, sel, rep, seed)
+            for seed in (43, 44) for c, sel, rep in (("full", 0.90, 0.87), ("houlsby", 0.87, 0.84))]
+    runs += [_run(c, t, 1e-3, 0.80, 0.80, seed)
+             for seed in (43, 44) for c in ("full", "houlsby") for t in ("cola", "subj")]
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    import argparse
+
+    def mean(split: str) -> dict[str, float]:
+        out = tmp_path / f"{split}.json"
+        bench.cmd_seeds(argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=None,
+                                           out=str(out), only_seeds=None, margin=0.5, tasks=None,
+                                           configs=None, split=split))
+        return {c: v["mean_acc"] for c, v in json.loads(out.read_text()).items()}
+
+    assert mean("report") == pytest.approx({"full": (87 + 160) / 3, "houlsby": (84 + 160) / 3})
+    assert mean("select") == pytest.approx({"full": (90 + 160) / 3, "houlsby": (87 + 160) / 3})
 
 
 def test_budget_command_keeps_budgets_apart_and_pairs_the_gap_move(
