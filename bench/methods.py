@@ -1185,6 +1185,182 @@ def cmd_budget(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
+def width_table(
+    files: list[str], baseline: str, *, configs: set[str] | None, tasks: set[str] | None, seeds: set[int] | None
+) -> dict[str, Any]:
+    """Each configuration's trainable share and, per task and over the tasks shown, its gap to the
+    baseline paired by seed (the same seed gives both the same data order), with a 95 % t-interval.
+
+    The share is read from the runs (adapter + head over all parameters), not assumed."""
+    table = {
+        (c, t, s): r
+        for (c, t, s), r in seed_table(files).items()
+        if (configs is None or c in configs or c == baseline)
+        and (tasks is None or t in tasks)
+        and (seeds is None or s in seeds)
+    }
+    shown = [t for t in TASKS if any(k[1] == t for k in table)]
+    out: dict[str, Any] = {}
+    for c in CONFIGS:
+        runs = [r for (cc, _, _), r in table.items() if cc == c]
+        if c == baseline or not runs:
+            continue
+        shares = {r["trainable_params"] / r["total_params"] for r in runs if r.get("total_params")}
+        if len(shares) != 1:
+            raise ValueError(f"{c}: {len(shares)} different trainable shares in its runs")
+        entry: dict[str, Any] = {"share": shares.pop(), "tasks": {}}
+        per_seed: dict[int, list[float]] = {}
+        for t in shown:
+            gaps = {
+                s: (table[(c, t, s)]["report"]["accuracy"] - table[(baseline, t, s)]["report"]["accuracy"]) * 100
+                for (cc, tt, s) in table
+                if (cc, tt) == (c, t) and (baseline, t, s) in table
+            }
+            if not gaps:
+                continue
+            cell: dict[str, Any] = {"gaps": dict(sorted(gaps.items()))}
+            if len(gaps) >= 2:
+                d, lo, hi = paired_interval(list(gaps.values()))
+                cell.update(gap=d, ci95=[lo, hi])
+            entry["tasks"][t] = cell
+            for s, g in gaps.items():
+                per_seed.setdefault(s, []).append(g)
+        # the mean over the tasks shown, for the seeds that have every one of them
+        full_seeds = {s: statistics.mean(g) for s, g in sorted(per_seed.items()) if len(g) == len(shown)}
+        entry["mean"] = {"gaps": full_seeds}
+        if len(full_seeds) >= 2:
+            d, lo, hi = paired_interval(list(full_seeds.values()))
+            entry["mean"].update(gap=d, ci95=[lo, hi])
+        out[c] = entry
+    return {"baseline": baseline, "tasks": shown, "configs": out}
+
+
+def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float) -> None:
+    """One panel per task plus one for their mean: the gap to the baseline (points) against the
+    trainable share on a log axis; every seed a dot, the mean a bar with its 95 % interval as a
+    whisker; a solid line at 0, a dashed one at minus the margin, a dotted one at the share budget."""
+    import math
+
+    panels = [*summary["tasks"], "mean"]
+    items = sorted(summary["configs"].items(), key=lambda kv: kv[1]["share"])
+
+    def cell(entry: dict[str, Any], panel: str) -> dict[str, Any]:
+        return entry["mean"] if panel == "mean" else entry["tasks"].get(panel, {"gaps": {}})
+
+    vals = [0.0, -margin]
+    for _, e in items:
+        for p in panels:
+            c = cell(e, p)
+            vals += list(c["gaps"].values()) + list(c.get("ci95", []))
+    lo, hi = min(vals) - 0.3, max(vals) + 0.3
+    shares = [e["share"] * 100 for _, e in items] + [budget * 100]
+    x_lo, x_hi = math.log10(min(shares) / 1.5), math.log10(max(shares) * 1.5)
+    panel_w, plot_w, plot_h, top, left = 280, 230, 260, 60, 50
+    w, h = left + panel_w * len(panels), top + plot_h + 60
+
+    def y(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    def x(x0: float, share_pct: float) -> float:
+        return x0 + (math.log10(share_pct) - x_lo) / (x_hi - x_lo) * plot_w
+
+    base = summary["baseline"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">Accuracy gap to {base} (points) against trainable share: seeds '
+        "(dots), mean (bar) and 95 % interval (whisker).</text>",
+        f'<text x="{left}" y="38" font-size="12">Dashed: minus {margin:g} point; dotted: the {budget:.1%} budget.'
+        "</text>",
+    ]
+    for i, panel in enumerate(panels):
+        x0 = left + i * panel_w
+        title = "mean of " + " + ".join(summary["tasks"]) if panel == "mean" else panel
+        parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
+        parts.append(f'<text x="{x0 + plot_w / 2}" y="{top - 8}" text-anchor="middle" font-size="13">{title}</text>')
+        tick = float(math.floor(lo))
+        while tick < hi:
+            if tick > lo:
+                parts.append(
+                    f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:+g}</text>'
+                )
+            tick += 1.0
+        for ref, dash in ((0.0, ""), (-margin, ' stroke-dasharray="5,4"')):
+            parts.append(
+                f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>'
+            )
+        bx = f"{x(x0, budget * 100):.1f}"
+        parts.append(f'<line x1="{bx}" x2="{bx}" y1="{top}" y2="{top + plot_h}" stroke="#999" stroke-dasharray="2,3"/>')
+        for pct in (0.5, 1, 2, 5, 10, 20):
+            if x_lo <= math.log10(pct) <= x_hi:
+                parts.append(
+                    f'<text x="{x(x0, pct):.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
+                    f'font-size="10">{pct:g} %</text>'
+                )
+        for c, e in items:
+            colour = _COLOURS.get(c, "#2ca02c")
+            cx = x(x0, e["share"] * 100)
+            data = cell(e, panel)
+            pts = sorted(data["gaps"].items())
+            for k, (seed, v) in enumerate(pts):
+                dx = (k - (len(pts) - 1) / 2) * 3
+                parts.append(
+                    f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3" fill="{colour}" fill-opacity="0.55">'
+                    f"<title>{c}, {panel}, seed {seed}: {v:+.2f}</title></circle>"
+                )
+            if "ci95" in data:
+                lo_ci, hi_ci = data["ci95"]
+                parts.append(
+                    f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(lo_ci):.1f}" y2="{y(hi_ci):.1f}" stroke="{colour}"/>'
+                )
+            if pts:
+                m = statistics.mean(v for _, v in pts)
+                parts.append(
+                    f'<line x1="{cx - 10:.1f}" x2="{cx + 10:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" stroke="{colour}" '
+                    f'stroke-width="3"><title>{c} ({e["share"]:.2%}), {panel}: mean gap {m:+.2f}</title></line>'
+                )
+        # legend under the first panel only: the configurations in share order
+        if i == 0:
+            for j, (c, e) in enumerate(items):
+                parts.append(
+                    f'<text x="{left + 230 * (j % 4)}" y="{top + plot_h + 32 + 14 * (j // 4)}" font-size="11" '
+                    f'fill="{_COLOURS.get(c, "#2ca02c")}">{c} ({e["share"]:.2%})</text>'
+                )
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def cmd_width(args: argparse.Namespace) -> None:
+    """The gap to a baseline against the trainable share: does adding parameters close it?"""
+    summary = width_table(
+        args.files,
+        args.baseline,
+        configs=set(args.configs.split(",")) if args.configs else None,
+        tasks=set(args.tasks.split(",")) if args.tasks else None,
+        seeds={int(x) for x in args.only_seeds.split(",")} if args.only_seeds else None,
+    )
+    if not summary["configs"]:
+        raise SystemExit("width: no configuration is left with runs paired to the baseline")
+    tasks = summary["tasks"]
+    print("| configuration | trainable | " + " | ".join(f"{t} gap" for t in tasks) + " | mean gap |")
+    print("|---|---:|" + "---|" * (len(tasks) + 1))
+
+    def fmt(cell: dict[str, Any]) -> str:
+        if "ci95" in cell:
+            return f"{cell['gap']:+.2f} [{cell['ci95'][0]:+.2f}, {cell['ci95'][1]:+.2f}] ({len(cell['gaps'])} seeds)"
+        return " ".join(f"{v:+.2f}" for v in cell["gaps"].values()) or "–"
+
+    for c, e in sorted(summary["configs"].items(), key=lambda kv: kv[1]["share"]):
+        cells = [fmt(e["tasks"].get(t, {"gaps": {}})) for t in tasks]
+        print(f"| {c} | {e['share']:.2%} | " + " | ".join(cells) + f" | {fmt(e['mean'])} |")
+    if args.svg:
+        _svg_width(summary, Path(args.svg), args.margin, args.budget)
+        print(f"\nwrote {args.svg}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_speed_child":
         a = sys.argv[2:]
@@ -1262,6 +1438,16 @@ def main() -> None:
     p.add_argument("--svg", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--margin", type=float, default=0.5)
+    p = sub.add_parser("width", help="the gap to a baseline against the trainable share, per task, paired by seed")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--baseline", default="full")
+    p.add_argument("--configs", default=None, help="e.g. houlsby_nodrop,houlsby96_nodrop (the baseline is kept)")
+    p.add_argument("--tasks", default=None, help="e.g. sst2,cola")
+    p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45,46")
+    p.add_argument("--svg", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--margin", type=float, default=0.5)
+    p.add_argument("--budget", type=float, default=0.015, help="the share limit, drawn as a vertical line")
     args = ap.parse_args()
     {
         "prepare": cmd_prepare,
@@ -1273,6 +1459,7 @@ def main() -> None:
         "report": cmd_report,
         "seeds": cmd_seeds,
         "budget": cmd_budget,
+        "width": cmd_width,
     }[args.cmd](args)
 
 

@@ -185,3 +185,60 @@ def test_seed_table_refuses_two_budgets_of_one_configuration(bench: ModuleType, 
         (tmp_path / f"e{epochs}.json").write_text(json.dumps({"meta": {"hp": {"epochs": epochs}}, "runs": runs}))
     with pytest.raises(ValueError, match="3 and 6 epochs|6 and 3 epochs"):
         bench.seed_table([str(tmp_path / "e3.json"), str(tmp_path / "e6.json")])
+
+
+def _sized(run: dict[str, object], trainable: int, total: int) -> dict[str, object]:
+    return {**run, "trainable_params": trainable, "total_params": total}
+
+
+def test_width_command_places_each_gap_at_its_share_and_pairs_by_seed(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    runs = []
+    # full: sst2 0.86 / cola 0.71 every seed; houlsby_nodrop (1 %) 2 and 1 points below, seed-dependent;
+    # houlsby96_nodrop (4 %) level on sst2, one point below on cola; seed 46 has sst2 only
+    for seed, wobble in {43: 0.0, 44: 0.01, 45: -0.01}.items():
+        for task, acc in (("sst2", 0.86), ("cola", 0.71)):
+            runs.append(_sized(_run("full", task, 1e-4, acc, acc, seed), 100, 100))
+            small = acc - (0.02 if task == "sst2" else 0.01) + wobble
+            runs.append(_sized(_run("houlsby_nodrop", task, 1e-3, small, small, seed), 1, 100))
+            wide = acc - (0.0 if task == "sst2" else 0.01)
+            runs.append(_sized(_run("houlsby96_nodrop", task, 1e-3, wide, wide, seed), 4, 100))
+    runs.append(_sized(_run("full", "sst2", 1e-4, 0.86, 0.86, 46), 100, 100))
+    runs.append(_sized(_run("houlsby96_nodrop", "sst2", 1e-3, 0.80, 0.80, 46), 4, 100))
+    (tmp_path / "r.json").write_text(json.dumps({"meta": {"hp": {"epochs": 3}}, "runs": runs}))
+    svg, out = tmp_path / "w.svg", tmp_path / "w.json"
+    args = argparse.Namespace(
+        files=[str(tmp_path / "r.json")], baseline="full", configs=None, tasks="sst2,cola", only_seeds=None,
+        svg=str(svg), out=str(out), margin=0.5, budget=0.015,
+    )
+    bench.cmd_width(args)
+    summary = json.loads(out.read_text())
+    assert summary["tasks"] == ["sst2", "cola"]
+    small, wide = summary["configs"]["houlsby_nodrop"], summary["configs"]["houlsby96_nodrop"]
+    assert small["share"] == pytest.approx(0.01) and wide["share"] == pytest.approx(0.04)
+    assert small["tasks"]["sst2"]["gaps"] == pytest.approx({"43": -2.0, "44": -1.0, "45": -3.0})
+    assert small["tasks"]["sst2"]["gap"] == pytest.approx(-2.0)
+    assert small["mean"]["gap"] == pytest.approx(-1.5)  # (-2 + -1) / 2, paired per seed
+    # seed 46 enters sst2 (-6) but not the mean, which needs both tasks
+    assert wide["tasks"]["sst2"]["gaps"]["46"] == pytest.approx(-6.0)
+    assert set(wide["mean"]["gaps"]) == {"43", "44", "45"}
+    assert wide["mean"]["gap"] == pytest.approx(-0.5)
+    text = svg.read_text()
+    assert text.startswith("<svg") and "houlsby96_nodrop (4.00%)" in text and "mean of sst2 + cola" in text
+    table = capsys.readouterr().out
+    assert "| houlsby_nodrop | 1.00% |" in table and table.index("houlsby_nodrop |") < table.index("houlsby96_nodrop |")
+
+
+def test_width_refuses_a_configuration_with_two_shares(bench: ModuleType, tmp_path: Path) -> None:
+    runs = [
+        _sized(_run("full", "sst2", 1e-4, 0.86, 0.86, 43), 100, 100),
+        _sized(_run("houlsby_nodrop", "sst2", 1e-3, 0.85, 0.85, 43), 1, 100),
+        _sized(_run("houlsby_nodrop", "cola", 1e-3, 0.70, 0.70, 43), 2, 100),
+        _sized(_run("full", "cola", 1e-4, 0.71, 0.71, 43), 100, 100),
+    ]
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    with pytest.raises(ValueError, match="2 different trainable shares"):
+        bench.width_table([str(tmp_path / "r.json")], "full", configs=None, tasks=None, seeds=None)
