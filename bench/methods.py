@@ -1186,12 +1186,19 @@ def cmd_budget(args: argparse.Namespace) -> None:
 
 
 def width_table(
-    files: list[str], baseline: str, *, configs: set[str] | None, tasks: set[str] | None, seeds: set[int] | None
+    files: list[str],
+    baseline: str,
+    *,
+    configs: set[str] | None,
+    tasks: set[str] | None,
+    seeds: set[int] | None,
+    split: str = "report",
 ) -> dict[str, Any]:
     """Each configuration's trainable share and, per task and over the tasks shown, its gap to the
     baseline paired by seed (the same seed gives both the same data order), with a 95 % t-interval.
 
-    The share is read from the runs (adapter + head over all parameters), not assumed."""
+    The share is read from the runs (adapter + head over all parameters), not assumed. ``split``
+    "select" scores the split the lr was picked on (SST-2: dev phrases instead of test sentences)."""
     table = {
         (c, t, s): r
         for (c, t, s), r in seed_table(files).items()
@@ -1199,6 +1206,8 @@ def width_table(
         and (tasks is None or t in tasks)
         and (seeds is None or s in seeds)
     }
+    if split == "select":
+        table = {k: {**r, "report": r["select"]} for k, r in table.items()}
     shown = [t for t in TASKS if any(k[1] == t for k in table)]
     out: dict[str, Any] = {}
     for c in CONFIGS:
@@ -1232,7 +1241,7 @@ def width_table(
             d, lo, hi = paired_interval(list(full_seeds.values()))
             entry["mean"].update(gap=d, ci95=[lo, hi])
         out[c] = entry
-    return {"baseline": baseline, "tasks": shown, "configs": out}
+    return {"baseline": baseline, "split": split, "tasks": shown, "configs": out}
 
 
 def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float) -> None:
@@ -1241,7 +1250,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
     whisker; a solid line at 0, a dashed one at minus the margin, a dotted one at the share budget."""
     import math
 
-    panels = [*summary["tasks"], "mean"]
+    panels = [*summary["tasks"], "mean"] if len(summary["tasks"]) > 1 else list(summary["tasks"])
     items = sorted(summary["configs"].items(), key=lambda kv: kv[1]["share"])
 
     def cell(entry: dict[str, Any], panel: str) -> dict[str, Any]:
@@ -1257,6 +1266,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
     x_lo, x_hi = math.log10(min(shares) / 1.5), math.log10(max(shares) * 1.5)
     panel_w, plot_w, plot_h, top, left = 280, 230, 260, 60, 50
     w, h = left + panel_w * len(panels), top + plot_h + 60
+    col_w = min(230.0, (w - left) / 4)  # legend: four configurations per row
 
     def y(v: float) -> float:
         return top + plot_h - (v - lo) / (hi - lo) * plot_h
@@ -1265,11 +1275,12 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
         return x0 + (math.log10(share_pct) - x_lo) / (x_hi - x_lo) * plot_w
 
     base = summary["baseline"]
+    split_name = "selection split" if summary.get("split") == "select" else "reported split"
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">Accuracy gap to {base} (points) against trainable share: seeds '
-        "(dots), mean (bar) and 95 % interval (whisker).</text>",
+        f'<text x="{left}" y="20" font-size="14">Accuracy gap to {base} (points, {split_name}) against trainable '
+        "share: seeds (dots), mean (bar) and 95 % interval (whisker).</text>",
         f'<text x="{left}" y="38" font-size="12">Dashed: minus {margin:g} point; dotted: the {budget:.1%} budget.'
         "</text>",
     ]
@@ -1323,7 +1334,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
         if i == 0:
             for j, (c, e) in enumerate(items):
                 parts.append(
-                    f'<text x="{left + 230 * (j % 4)}" y="{top + plot_h + 32 + 14 * (j // 4)}" font-size="11" '
+                    f'<text x="{left + col_w * (j % 4):.0f}" y="{top + plot_h + 32 + 14 * (j // 4)}" font-size="11" '
                     f'fill="{_COLOURS.get(c, "#2ca02c")}">{c} ({e["share"]:.2%})</text>'
                 )
     parts.append("</svg>")
@@ -1339,6 +1350,7 @@ def cmd_width(args: argparse.Namespace) -> None:
         configs=set(args.configs.split(",")) if args.configs else None,
         tasks=set(args.tasks.split(",")) if args.tasks else None,
         seeds={int(x) for x in args.only_seeds.split(",")} if args.only_seeds else None,
+        split=args.split,
     )
     if not summary["configs"]:
         raise SystemExit("width: no configuration is left with runs paired to the baseline")
@@ -1448,6 +1460,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--margin", type=float, default=0.5)
     p.add_argument("--budget", type=float, default=0.015, help="the share limit, drawn as a vertical line")
+    p.add_argument("--split", choices=("report", "select"), default="report",
+                   help="the split to score (select: the one the lr was picked on)")
     args = ap.parse_args()
     {
         "prepare": cmd_prepare,

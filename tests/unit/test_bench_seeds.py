@@ -212,7 +212,7 @@ def test_width_command_places_each_gap_at_its_share_and_pairs_by_seed(
     svg, out = tmp_path / "w.svg", tmp_path / "w.json"
     args = argparse.Namespace(
         files=[str(tmp_path / "r.json")], baseline="full", configs=None, tasks="sst2,cola", only_seeds=None,
-        svg=str(svg), out=str(out), margin=0.5, budget=0.015,
+        svg=str(svg), out=str(out), margin=0.5, budget=0.015, split="report",
     )
     bench.cmd_width(args)
     summary = json.loads(out.read_text())
