@@ -1265,7 +1265,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
     shares = [e["share"] * 100 for _, e in items] + [budget * 100]
     x_lo, x_hi = math.log10(min(shares) / 1.5), math.log10(max(shares) * 1.5)
     panel_w, plot_w, plot_h, top, left = 280, 230, 260, 60, 50
-    w, h = left + panel_w * len(panels), top + plot_h + 60
+    w, h = max(left + panel_w * len(panels), 860), top + plot_h + 60  # room for the title and the legend
     col_w = min(230.0, (w - left) / 4)  # legend: four configurations per row
 
     def y(v: float) -> float:
@@ -1279,8 +1279,8 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">Accuracy gap to {base} (points, {split_name}) against trainable '
-        "share: seeds (dots), mean (bar) and 95 % interval (whisker).</text>",
+        f'<text x="{left}" y="20" font-size="14">Gap to {base} (points, {split_name}) against trainable share: '
+        "seeds (dots), mean (bar), 95 % interval (whisker).</text>",
         f'<text x="{left}" y="38" font-size="12">Dashed: minus {margin:g} point; dotted: the {budget:.1%} budget.'
         "</text>",
     ]
