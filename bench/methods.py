@@ -1073,6 +1073,30 @@ def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str
     return out
 
 
+def _gap_panel(
+    parts: list[str],
+    x0: float,
+    title: str,
+    span: tuple[float, float],
+    y: Any,
+    box: tuple[float, float, float],
+    margin: float,
+) -> None:
+    """A gap panel's frame, title and whole-point ticks, with a solid line at 0 and a dashed one at
+    minus the target margin (``y`` maps a gap to its pixel row; ``box`` is width, height, top)."""
+    lo, hi = span
+    plot_w, plot_h, top = box
+    parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
+    parts.append(f'<text x="{x0 + plot_w / 2}" y="{top - 8}" text-anchor="middle" font-size="13">{title}</text>')
+    tick = float(int(lo) - 1)
+    while tick < hi:
+        if tick > lo:
+            parts.append(f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:+g}</text>')
+        tick += 1.0
+    for ref, dash in ((0.0, ""), (-margin, ' stroke-dasharray="5,4"')):
+        parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>')
+
+
 def _svg_budget(
     cells: dict[tuple[str, float], list[tuple[int, float]]], tasks: list[str], path: Path, margin: float, label: str
 ) -> None:
@@ -1095,19 +1119,7 @@ def _svg_budget(
     ]
     for i, task in enumerate(tasks):
         x0 = left + i * panel_w
-        parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
-        parts.append(f'<text x="{x0 + plot_w / 2}" y="{top - 8}" text-anchor="middle" font-size="13">{task}</text>')
-        tick = float(int(lo) - 1)
-        while tick < hi:
-            if tick > lo:
-                parts.append(
-                    f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:+g}</text>'
-                )
-            tick += 1.0
-        for ref, dash in ((0.0, ""), (-margin, ' stroke-dasharray="5,4"')):
-            parts.append(
-                f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>'
-            )
+        _gap_panel(parts, x0, task, (lo, hi), y, (plot_w, plot_h, top), margin)
         for j, e in enumerate(budgets):
             pts = cells.get((task, e), [])
             cx = x0 + plot_w * (j + 0.5) / len(budgets)
@@ -1287,19 +1299,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
     for i, panel in enumerate(panels):
         x0 = left + i * panel_w
         title = "mean of " + " + ".join(summary["tasks"]) if panel == "mean" else panel
-        parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
-        parts.append(f'<text x="{x0 + plot_w / 2}" y="{top - 8}" text-anchor="middle" font-size="13">{title}</text>')
-        tick = float(math.floor(lo))
-        while tick < hi:
-            if tick > lo:
-                parts.append(
-                    f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:+g}</text>'
-                )
-            tick += 1.0
-        for ref, dash in ((0.0, ""), (-margin, ' stroke-dasharray="5,4"')):
-            parts.append(
-                f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>'
-            )
+        _gap_panel(parts, x0, title, (lo, hi), y, (plot_w, plot_h, top), margin)
         bx = f"{x(x0, budget * 100):.1f}"
         parts.append(f'<line x1="{bx}" x2="{bx}" y1="{top}" y2="{top + plot_h}" stroke="#999" stroke-dasharray="2,3"/>')
         for pct in (0.5, 1, 2, 5, 10, 20):
