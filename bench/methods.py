@@ -991,26 +991,33 @@ def _svg_seeds(
     path.write_text("\n".join(parts) + "\n")
 
 
-def cmd_seeds(args: argparse.Namespace) -> None:
-    """Several seeds of the same protocol: per-seed figures, seed means, and each configuration's
-    difference from the baseline with a 95 % t-interval over the seeds that have every task
-    (paired by seed: the same seed gives the same data order to every configuration)."""
-    table = seed_table(args.files)
-    # a screen run on one task only; files that hold other configurations' runs too; some seeds
-    keep_c = set(args.configs.split(",")) if args.configs else None
+def filter_table(
+    table: dict[tuple[str, str, int], dict[str, Any]], args: argparse.Namespace, keep: tuple[str, ...] = ()
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The runs that ``--configs`` (plus ``keep``), ``--tasks`` and ``--only-seeds`` leave, scored on
+    ``--split``. Screens run on one task only, files hold other configurations' runs too."""
+    keep_c = set(args.configs.split(",")) | set(keep) if args.configs else None
     keep_t = set(args.tasks.split(",")) if args.tasks else None
     keep_s = {int(x) for x in args.only_seeds.split(",")} if args.only_seeds else None
-    table = {
+    out = {
         (c, t, s): r
         for (c, t, s), r in table.items()
         if (keep_c is None or c in keep_c) and (keep_t is None or t in keep_t) and (keep_s is None or s in keep_s)
     }
-    if not table:
-        raise SystemExit("seeds: no run is left after --configs / --tasks / --only-seeds")
     if args.split == "select":
         # the split the lr was picked on; for SST-2 that is a sample of dev.tsv (phrases, like the
         # training rows) instead of test.tsv (whole sentences); CoLA and SUBJ select and report on one split
-        table = {k: {**r, "report": r["select"]} for k, r in table.items()}
+        out = {k: {**r, "report": r["select"]} for k, r in out.items()}
+    return out
+
+
+def cmd_seeds(args: argparse.Namespace) -> None:
+    """Several seeds of the same protocol: per-seed figures, seed means, and each configuration's
+    difference from the baseline with a 95 % t-interval over the seeds that have every task
+    (paired by seed: the same seed gives the same data order to every configuration)."""
+    table = filter_table(seed_table(args.files), args)
+    if not table:
+        raise SystemExit("seeds: no run is left after --configs / --tasks / --only-seeds")
     configs = [c for c in CONFIGS if any(k[0] == c for k in table)]
     seeds = sorted({k[2] for k in table})
     print("| configuration | task | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |")
@@ -1197,29 +1204,14 @@ def cmd_budget(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
-def width_table(
-    files: list[str],
-    baseline: str,
-    *,
-    configs: set[str] | None,
-    tasks: set[str] | None,
-    seeds: set[int] | None,
-    split: str = "report",
-) -> dict[str, Any]:
+def width_table(args: argparse.Namespace) -> dict[str, Any]:
     """Each configuration's trainable share and, per task and over the tasks shown, its gap to the
     baseline paired by seed (the same seed gives both the same data order), with a 95 % t-interval.
 
-    The share is read from the runs (adapter + head over all parameters), not assumed. ``split``
-    "select" scores the split the lr was picked on (SST-2: dev phrases instead of test sentences)."""
-    table = {
-        (c, t, s): r
-        for (c, t, s), r in seed_table(files).items()
-        if (configs is None or c in configs or c == baseline)
-        and (tasks is None or t in tasks)
-        and (seeds is None or s in seeds)
-    }
-    if split == "select":
-        table = {k: {**r, "report": r["select"]} for k, r in table.items()}
+    The share is read from the runs (adapter + head over all parameters), not assumed. The runs are
+    those ``filter_table`` leaves, the baseline always among them."""
+    baseline = args.baseline
+    table = filter_table(seed_table(args.files), args, keep=(baseline,))
     shown = [t for t in TASKS if any(k[1] == t for k in table)]
     out: dict[str, Any] = {}
     for c in CONFIGS:
@@ -1253,7 +1245,7 @@ def width_table(
             d, lo, hi = paired_interval(list(full_seeds.values()))
             entry["mean"].update(gap=d, ci95=[lo, hi])
         out[c] = entry
-    return {"baseline": baseline, "split": split, "tasks": shown, "configs": out}
+    return {"baseline": baseline, "split": args.split, "tasks": shown, "configs": out}
 
 
 def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float) -> None:
@@ -1344,14 +1336,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
 
 def cmd_width(args: argparse.Namespace) -> None:
     """The gap to a baseline against the trainable share: does adding parameters close it?"""
-    summary = width_table(
-        args.files,
-        args.baseline,
-        configs=set(args.configs.split(",")) if args.configs else None,
-        tasks=set(args.tasks.split(",")) if args.tasks else None,
-        seeds={int(x) for x in args.only_seeds.split(",")} if args.only_seeds else None,
-        split=args.split,
-    )
+    summary = width_table(args)
     if not summary["configs"]:
         raise SystemExit("width: no configuration is left with runs paired to the baseline")
     tasks = summary["tasks"]

@@ -240,5 +240,10 @@ def test_width_refuses_a_configuration_with_two_shares(bench: ModuleType, tmp_pa
         _sized(_run("full", "cola", 1e-4, 0.71, 0.71, 43), 100, 100),
     ]
     (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    import argparse
+
+    args = argparse.Namespace(
+        files=[str(tmp_path / "r.json")], baseline="full", configs=None, tasks=None, only_seeds=None, split="report"
+    )
     with pytest.raises(ValueError, match="2 different trainable shares"):
-        bench.width_table([str(tmp_path / "r.json")], "full", configs=None, tasks=None, seeds=None)
+        bench.width_table(args)
