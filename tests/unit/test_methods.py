@@ -333,6 +333,28 @@ def test_fast_weight_swap(tiny_models: dict[str, Path], tmp_path: Path) -> None:
         other.load_adapter_weights(tmp_path / "a")
 
 
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+@pytest.mark.parametrize("name", ["adapter_model.safetensors", "head.safetensors"])
+@pytest.mark.parametrize("method", ["houlsby", "lora"])
+def test_damaged_weights_refused_and_model_unchanged(tiny_models: dict[str, Path], tmp_path: Path, method: str,
+                                                     name: str, damage: str) -> None:
+    a = build(tiny_models, method, "bert", "single_label")
+    train_steps(a, "single_label")
+    a.save(tmp_path / "a", metadata={})
+    path = tmp_path / "a" / name
+    if damage == "truncate":  # a cut-off upload or download
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+    b = build(tiny_models, method, "bert", "single_label")
+    before = {n: p.detach().clone() for n, p in b.named_parameters()}
+    with pytest.raises(InvalidInput, match=name) as exc:
+        b.load_adapter_weights(tmp_path / "a")
+    assert exc.value.field == "adapter"
+    # refused before anything was copied: the model still serves its previous adapter and head
+    assert all(torch.equal(p, before[n]) for n, p in b.named_parameters())
+
+
 # --------------------------------------------------------------------------- refusals
 
 
