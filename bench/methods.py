@@ -52,6 +52,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     # patterns change only through their inputs, as under a bottleneck adapter (which can stand in
     # for value/output changes, not for query/key ones)
     "full_frozen_qk": ("full", {"freeze_query_key": True}, FULL_LRS),
+    # and with the whole attention block's weights frozen (query, key, value, output projection; its
+    # LayerNorm trains): what is left training is the FFN, the LayerNorms and the embeddings
+    "full_frozen_attn": ("full", {"freeze_attention": True}, FULL_LRS),
     "head_only": ("head_only", {}, ADAPTER_LRS),
     "houlsby": ("houlsby", {}, ADAPTER_LRS),
     "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
@@ -218,15 +221,20 @@ def _build_baseline(spec: Any, device: Any) -> Any:
         # position and token-type tables and their LayerNorm; half of MiniLM's weights) stays frozen
         for p in base.embeddings.parameters():
             p.requires_grad_(False)
-    if spec.method_config.get("freeze_query_key"):
-        # BERT-family layout: encoder.layer[i].attention.self.{query,key}
+    for option, parts in (
+        ("freeze_query_key", (".attention.self.query.", ".attention.self.key.")),
+        ("freeze_attention", (".attention.self.", ".attention.output.dense.")),
+    ):
+        if not spec.method_config.get(option):
+            continue
+        # BERT-family layout: encoder.layer[i].attention.{self.{query,key,value},output.dense}
         frozen = 0
         for name, p in base.named_parameters():
-            if ".attention.self.query." in name or ".attention.self.key." in name:
+            if any(part in name for part in parts):
                 p.requires_grad_(False)
                 frozen += 1
         if not frozen:
-            raise ValueError(f"freeze_query_key: no attention.self.query/key in {type(base).__name__}")
+            raise ValueError(f"{option}: no {parts} in {type(base).__name__}")
     if spec.method_config.get("base_dropout") is False:
         from registry.methods.bottleneck import disable_dropout
 

