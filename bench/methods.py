@@ -931,6 +931,8 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 _COLOURS = {
     "full": "#555555",
     "full_frozen_emb": "#bcbd22",
+    "full_frozen_qk": "#8c6d31",
+    "full_frozen_attn": "#e7969c",
     "houlsby": "#1f77b4",
     "houlsby_nodrop": "#d62728",
     "houlsby36_nodrop": "#9467bd",
@@ -941,6 +943,7 @@ _COLOURS = {
     "houlsby36_nodrop_head30x": "#8c564b",
     "houlsby96_nodrop": "#393b79",
     "houlsby192_nodrop": "#7f7f7f",
+    "houlsby_lora_qk_nodrop": "#31a354",
 }
 
 
