@@ -80,7 +80,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "houlsby96_nodrop": ("houlsby", {"bottleneck_size": 96, "base_dropout": False}, ADAPTER_LRS),
     "houlsby192_nodrop": ("houlsby", {"bottleneck_size": 192, "base_dropout": False}, ADAPTER_LRS),
     # a screen, not (yet) a registry method: Houlsby plus PEFT LoRA on every layer's attention query
-    # and key (EXTRA_LORA), the part of the base a bottleneck cannot stand in for (1.32 % with the head)
+    # and key (EXTRA_LORA), the part of the base a bottleneck cannot stand in for (1.31 % with the head)
     "houlsby_lora_qk_nodrop": ("houlsby", {"base_dropout": False}, ADAPTER_LRS),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
@@ -216,18 +216,16 @@ def _build_baseline(spec: Any, device: Any) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(spec.base_dir)
     for p in base.parameters():
         p.requires_grad_(spec.method == "full")
-    if spec.method_config.get("freeze_embeddings"):
-        # a diagnostic, not a method: every transformer layer trains, the embedding layer (word,
-        # position and token-type tables and their LayerNorm; half of MiniLM's weights) stays frozen
-        for p in base.embeddings.parameters():
-            p.requires_grad_(False)
+    # diagnostics, not methods: parts of the base that stay frozen while the rest trains. The
+    # embedding layer is the word, position and token-type tables and their LayerNorm (half of MiniLM).
     for option, parts in (
+        ("freeze_embeddings", ("embeddings.",)),
         ("freeze_query_key", (".attention.self.query.", ".attention.self.key.")),
         ("freeze_attention", (".attention.self.", ".attention.output.dense.")),
     ):
         if not spec.method_config.get(option):
             continue
-        # BERT-family layout: encoder.layer[i].attention.{self.{query,key,value},output.dense}
+        # BERT-family layout: embeddings.*, encoder.layer[i].attention.{self.{query,key,value},output.dense}
         frozen = 0
         for name, p in base.named_parameters():
             if any(part in name for part in parts):
@@ -291,7 +289,7 @@ def _add_lora(model: Any, lora_kwargs: dict[str, Any]) -> Any:
 
     from registry.methods.model import AdaptedModel
 
-    ours = [p for p in model.adapter_parameters().values()]
+    ours = list(model.adapter_parameters().values())
     backbone = get_peft_model(model.base, LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, **lora_kwargs))
     for p in ours:  # PEFT marks everything but its own matrices frozen
         p.requires_grad_(True)
