@@ -75,6 +75,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     # the same with the head at 1x the lr (as Houlsby et al. train it) and at 30x (HEAD_LR_FACTOR)
     "houlsby36_nodrop_head1x": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
     "houlsby36_nodrop_head30x": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
+    # LoRA+ (Hayou et al. 2024) applied to the bottleneck: the zero-initialised up-projections at
+    # UP_LR_RATIO x the lr (the trainer's ``up_lr_ratio``); same parameters as houlsby36_nodrop
+    "houlsby36_nodrop_up16": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
+    "houlsby36_nodrop_up4": ("houlsby", {"bottleneck_size": 36, "base_dropout": False}, ADAPTER_LRS),
     # diagnostics OVER the 1.5 % budget (OVER_BUDGET): does the gap close with the paper's share of
     # parameters (Houlsby et al. 2019: 3.6 % per task) or twice that? Not candidates for target 1.
     "houlsby96_nodrop": ("houlsby", {"bottleneck_size": 96, "base_dropout": False}, ADAPTER_LRS),
@@ -100,6 +104,8 @@ BASELINES = ("full", "head_only")
 # The trainer's head lr is 10x the lr (a choice made for full fine-tuning, whose lr is small);
 # configurations listed here train the head at this multiple of their lr instead.
 HEAD_LR_FACTOR: dict[str, float] = {"houlsby36_nodrop_head1x": 1.0, "houlsby36_nodrop_head30x": 30.0}
+# configurations listed here train their adapters' up-projections at this multiple of their lr
+UP_LR_RATIO: dict[str, float] = {"houlsby36_nodrop_up16": 16.0, "houlsby36_nodrop_up4": 4.0}
 # configurations that add PEFT LoRA (these kwargs of peft.LoraConfig) on top of their bottleneck adapter
 EXTRA_LORA: dict[str, dict[str, Any]] = {
     "houlsby_lora_qk_nodrop": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["query", "key"]},
@@ -382,6 +388,8 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     hp = {**HP, **job["hp"], "learning_rate": job["lr"], "eval_every": 10**9}
     if job["config"] in HEAD_LR_FACTOR:
         hp["head_learning_rate"] = HEAD_LR_FACTOR[job["config"]] * job["lr"]
+    if job["config"] in UP_LR_RATIO:
+        hp["up_lr_ratio"] = UP_LR_RATIO[job["config"]]
     # the trainer refuses unknown hyper-parameters, so the builder learns about extra LoRA here
     _EXTRA_LORA_NOW[:] = [EXTRA_LORA[job["config"]]] if job["config"] in EXTRA_LORA else []
     spec = TrainSpec(
@@ -426,6 +434,7 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         "config": job["config"],
         "lr": job["lr"],
         "head_lr": resolve_hyperparameters(hp)["head_learning_rate"],
+        "up_lr_ratio": resolve_hyperparameters(hp)["up_lr_ratio"],
         "seed": hp["seed"],
         "method": method,
         "method_config": cfg,

@@ -13,6 +13,8 @@ class HyperParameters(BaseModel):
 
     learning_rate: float = Field(default=1e-3, gt=0, le=1.0)
     head_learning_rate: float | None = Field(default=None, gt=0, le=1.0)
+    # LoRA+ (Hayou et al. 2024): the adapters' zero-initialised up-projections at this x learning_rate
+    up_lr_ratio: float = Field(default=1.0, gt=0, le=1000)
     epochs: float = Field(default=3, gt=0, le=100)
     batch_size: int = Field(default=32, ge=1, le=1024)
     max_length: int = Field(default=128, ge=8, le=4096)

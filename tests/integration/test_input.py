@@ -171,6 +171,8 @@ BAD_HP: list[tuple[str, str]] = [
     ('{"max_steps": 0}', "hyperparameters.max_steps"),
     ('{"warmup_ratio": NaN}', "hyperparameters.warmup_ratio"),
     ('{"weight_decay": -1}', "hyperparameters.weight_decay"),
+    ('{"up_lr_ratio": 0}', "hyperparameters.up_lr_ratio"),
+    ('{"up_lr_ratio": NaN}', "hyperparameters.up_lr_ratio"),
     ('{"seed": -1}', "hyperparameters.seed"),
     ('{"eval_every": 0}', "hyperparameters.eval_every"),
     ('{"surprise": 1}', "hyperparameters.surprise"),

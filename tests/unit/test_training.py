@@ -229,3 +229,34 @@ def test_training_imports_no_service_libraries() -> None:
             "bad = [m for m in ('fastapi', 'sqlalchemy', 'celery') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.parametrize("method", ["houlsby", "lora"])
+def test_up_lr_ratio_scales_only_the_up_projections(tiny_models: dict[str, Path], tmp_path: Path,
+                                                    method: str) -> None:
+    """LoRA+: the zero-initialised half (bottleneck ``up``, LoRA ``lora_B``) steps at ratio x the lr.
+    After one AdamW step from a zero start each moved entry has moved by the lr of its group, and
+    the other half has not moved at all (its gradient is zero while the up-projection is)."""
+    from safetensors.torch import load_file
+
+    lr = 1e-3
+    saved = {}
+    for ratio in (1.0, 8.0):
+        out = f"{method}-{int(ratio)}"
+        run(spec_for(tiny_models, tmp_path, method=method, out=out,
+                     hp={"max_steps": 1, "learning_rate": lr, "head_learning_rate": 1e-6, "up_lr_ratio": ratio}))
+        saved[ratio] = load_file(str(tmp_path / out / "adapter_model.safetensors"))
+    up_key = ".adapter.up." if method == "houlsby" else ".lora_B."
+    ups = [k for k in saved[1.0] if up_key in k]
+    assert ups and len(ups) < len(saved[1.0])
+    for key, before in saved[1.0].items():
+        after = saved[8.0][key]
+        if key in ups:
+            moved = before.abs().max().item(), after.abs().max().item()
+            assert moved[0] == pytest.approx(lr, rel=0.05), key  # Adam's eps shaves a little off
+            assert moved[1] == pytest.approx(8 * moved[0], rel=1e-3), key
+        else:
+            assert torch.equal(before, after), key
+    with pytest.raises(InvalidInput) as exc:
+        run(spec_for(tiny_models, tmp_path, out="bad", hp={"up_lr_ratio": 0}))
+    assert exc.value.field == "hyperparameters.up_lr_ratio"

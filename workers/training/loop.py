@@ -1,8 +1,9 @@
 """The training loop: ``run_training(spec, on_progress=, should_stop=) -> TrainResult``.
 
 Pure torch/transformers; no FastAPI, SQLAlchemy or Celery. AdamW with linear warm-up and
-decay, dynamic padding, two parameter groups (adapter at ``learning_rate``, head at
-``head_learning_rate``, default 10x), evaluation on the dev split every ``eval_every`` steps
+decay, dynamic padding, parameter groups (adapter at ``learning_rate``, head at
+``head_learning_rate``, default 10x; the adapters' zero-initialised up-projections at
+``up_lr_ratio`` x ``learning_rate``, default 1x), evaluation on the dev split every ``eval_every`` steps
 and at the end. ``should_stop()`` is checked before every step; when it returns True the loop
 raises :class:`TrainingCancelled` and writes nothing.
 """
@@ -27,6 +28,7 @@ from workers.training.metrics import classification_metrics, regression_metrics
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "head_learning_rate": None,  # None: 10 x learning_rate
+    "up_lr_ratio": 1.0,  # lr of up-projections (bottleneck ``up``, LoRA ``lora_B``) / learning_rate
     "epochs": 3,
     "batch_size": 32,
     "max_length": 128,
@@ -98,6 +100,8 @@ def resolve_hyperparameters(hp: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("batch_size", "max_length"):
         if int(out[key]) < 1:
             raise InvalidInput(f"{key} must be >= 1", field=f"hyperparameters.{key}")
+    if not 0 < float(out["up_lr_ratio"]) <= 1000:
+        raise InvalidInput("up_lr_ratio must be in (0, 1000]", field="hyperparameters.up_lr_ratio")
     if not 0 <= float(out["warmup_ratio"]) < 1:
         raise InvalidInput("warmup_ratio must be in [0, 1)", field="hyperparameters.warmup_ratio")
     if float(out["epochs"]) <= 0:
@@ -158,6 +162,14 @@ def _build_model(spec: TrainSpec, device: torch.device) -> Any:
                 new_head.weight[i].copy_(old_head.weight[old[name]])
                 new_head.bias[i].copy_(old_head.bias[old[name]])
     return model
+
+
+def is_up_projection(name: str) -> bool:
+    """The zero-initialised "B" half of a low-rank update: a bottleneck adapter's ``up`` (Houlsby
+    et al. 2019) and LoRA's ``lora_B`` (Hu et al. 2021). LoRA+ (Hayou et al. 2024, "LoRA+:
+    Efficient Low Rank Adaptation of Large Models") shows that with one lr for both halves the
+    zero-initialised half learns too slowly, and gives it ``up_lr_ratio`` x the lr."""
+    return ".adapter.up." in f".{name}" or ".lora_B." in f".{name}"
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -235,10 +247,15 @@ def run_training(
     warmup = int(total_steps * float(hp["warmup_ratio"]))
     eval_every = int(hp["eval_every"]) if hp["eval_every"] else steps_per_epoch
 
-    adapter_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.backbone.named_parameters() if p.requires_grad]
+    adapter_params = [p for _, p in named]
+    up_params = [p for n, p in named if is_up_projection(n)]
+    down_params = [p for n, p in named if not is_up_projection(n)]
     head_params = [p for p in model.head.parameters()] if model.head is not None else []
+    base_lr = float(hp["learning_rate"])
     groups = []
-    for params, lr in ((adapter_params, hp["learning_rate"]), (head_params, hp["head_learning_rate"])):
+    for params, lr in ((down_params, base_lr), (up_params, base_lr * float(hp["up_lr_ratio"])),
+                       (head_params, hp["head_learning_rate"])):
         if params:
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]
