@@ -412,20 +412,22 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # report and go on: one broken configuration must not sink the grid
         return {**job, "error": f"{type(exc).__name__}: {exc}"}
     selected = {k: v for k, v in res.metrics.items() if k in ("accuracy", "matthews_corr", "eval_loss")}
+    model = _LAST_MODEL[0]
+    tok_kw = {
+        "task_type": "single_label",
+        "labels": ["0", "1"],
+        "max_length": hp["max_length"],
+        "token_types": model.uses_token_types,
+    }
+    items = encode(
+        read_jsonl(data / "report.jsonl", task_type="single_label", labels=["0", "1"]), model.tokenizer, **tok_kw
+    )
     if select.is_file():  # SST-2: lr picked on a dev sample, accuracy reported on test.tsv
-        model = _LAST_MODEL[0]
-        tok_kw = {
-            "task_type": "single_label",
-            "labels": ["0", "1"],
-            "max_length": hp["max_length"],
-            "token_types": model.uses_token_types,
-        }
-        items = encode(
-            read_jsonl(data / "report.jsonl", task_type="single_label", labels=["0", "1"]), model.tokenizer, **tok_kw
-        )
         report = evaluate(model, items, pad_id=int(model.tokenizer.pad_token_id))
     else:
         report = selected
+    # per-example P(label "1") on the reported split, in file order, for error analyses (``errors``)
+    report_p1 = _positive_probs(model, items) if job.get("predictions") else None
     art = sum(f.stat().st_size for f in res.files)
     shutil.rmtree(out, ignore_errors=True)
     _LAST_MODEL.clear()
@@ -446,7 +448,24 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         "train_seconds": res.metrics.get("train_seconds"),
         "train_steps": res.metrics.get("train_steps"),
         "wall_s": time.time() - t0,
+        **({"report_p1": report_p1} if report_p1 is not None else {}),
     }
+
+
+def _positive_probs(model: Any, items: list[dict[str, Any]]) -> list[float]:
+    import torch
+
+    from workers.training.data import batches
+
+    out: list[float] = []
+    model.eval()
+    with torch.no_grad():
+        for batch in batches(items, 64, generator=None, pad_id=int(model.tokenizer.pad_token_id),
+                             task_type="single_label"):
+            batch.pop("targets")
+            logits = model(**{k: v.to(model.device) for k, v in batch.items()})
+            out.extend(round(float(p), 5) for p in torch.softmax(logits.float(), -1)[:, 1].cpu())
+    return out
 
 
 def cmd_accuracy(args: argparse.Namespace) -> None:
@@ -493,6 +512,7 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
             "hp": hp,
             "threads": args.threads,
             "deadline": deadline,
+            "predictions": args.predictions,
         }
         for c in configs
         for t in tasks
@@ -1445,6 +1465,147 @@ def cmd_width(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
+LENGTH_EDGES = (10, 15, 20, 25, 30)  # words; SST-2's test sentences have a median of 19, its training phrases 7
+
+
+def errors_table(files: list[str], data: Path, baseline: str) -> dict[str, Any]:
+    """Where two configurations' errors on one task's reported split lie, from runs made with
+    ``accuracy --predictions``: per configuration and length bucket (words) the accuracy, the share
+    predicted "1" and the gap to ``baseline`` paired by seed; and per seed how many errors the two share."""
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    for f in files:
+        for r in json.loads(Path(f).read_text())["runs"]:
+            if "report_p1" in r:
+                runs[(r["config"], int(r["seed"]))] = r
+    tasks = {r["task"] for r in runs.values()}
+    if len(tasks) != 1:
+        raise SystemExit(f"errors: give runs of one task with per-example predictions, got tasks {sorted(tasks)}")
+    task = tasks.pop()
+    rows = [json.loads(line) for line in (data / task / "report.jsonl").read_text().splitlines() if line.strip()]
+    gold = [int(r["label"]) for r in rows]
+    words = [len(r["text"].split()) for r in rows]
+    edges = (0, *LENGTH_EDGES, 10**9)
+    buckets = [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)
+               if any(lo <= n < hi for n in words)]  # empty buckets are left out
+    names = [f"{lo}-{hi - 1}" if hi < 10**9 else f"{lo}+" for lo, hi in buckets]
+    members = [[i for i, n in enumerate(words) if lo <= n < hi] for lo, hi in buckets]
+    configs = sorted({c for c, _ in runs}, key=lambda c: (c != baseline, c))
+    if baseline not in configs:
+        raise SystemExit(f"errors: no runs of the baseline {baseline!r}")
+    out: dict[str, Any] = {"task": task, "baseline": baseline, "buckets": names,
+                           "bucket_rows": [len(m) for m in members], "configs": {}}
+    for c in configs:
+        seeds = sorted(s for cc, s in runs if cc == c)
+        per_seed: dict[int, dict[str, Any]] = {}
+        for s in seeds:
+            p1 = runs[(c, s)]["report_p1"]
+            if len(p1) != len(gold):
+                raise SystemExit(f"errors: {c} seed {s} has {len(p1)} predictions for {len(gold)} rows")
+            pred = [int(q > 0.5) for q in p1]
+            right = [int(a == b) for a, b in zip(pred, gold, strict=True)]
+            per_seed[s] = {
+                "accuracy": 100 * statistics.mean(right),
+                "positive_rate": statistics.mean(pred),
+                "bucket_accuracy": [100 * statistics.mean(right[i] for i in m) for m in members],
+                "wrong": [i for i, ok in enumerate(right) if not ok],
+            }
+        entry: dict[str, Any] = {
+            "seeds": seeds,
+            "accuracy": statistics.mean(v["accuracy"] for v in per_seed.values()),
+            "positive_rate": statistics.mean(v["positive_rate"] for v in per_seed.values()),
+            "bucket_accuracy": [statistics.mean(v["bucket_accuracy"][b] for v in per_seed.values())
+                                for b in range(len(buckets))],
+        }
+        if c != baseline:
+            paired = [s for s in seeds if (baseline, s) in runs]
+            base = {s: runs[(baseline, s)]["report_p1"] for s in paired}
+            gaps: list[list[tuple[int, float]]] = [[] for _ in buckets]
+            shared: dict[int, dict[str, int]] = {}
+            for s in paired:
+                b_right = [int(int(q > 0.5) == g) for q, g in zip(base[s], gold, strict=True)]
+                for b, m in enumerate(members):
+                    base_acc = 100 * statistics.mean(b_right[i] for i in m)
+                    gaps[b].append((s, per_seed[s]["bucket_accuracy"][b] - base_acc))
+                ours = set(per_seed[s]["wrong"])
+                theirs = {i for i, ok in enumerate(b_right) if not ok}
+                shared[s] = {"both": len(ours & theirs), "only_this": len(ours - theirs),
+                             "only_baseline": len(theirs - ours)}
+            entry["bucket_gaps"] = [
+                {"seeds": pts, **(dict(zip(("mean", "low", "high"), paired_interval([v for _, v in pts]),
+                                           strict=True)) if len(pts) >= 2 else
+                                  {"mean": pts[0][1] if pts else None})}
+                for pts in gaps
+            ]
+            entry["errors"] = shared
+        out["configs"][c] = entry
+    return out
+
+
+def _svg_errors(summary: dict[str, Any], path: Path) -> None:
+    """Per configuration (other than the baseline): each seed's accuracy gap per length bucket (dots)
+    and its mean (bar), with the bucket's row count under it."""
+    others = [c for c in summary["configs"] if c != summary["baseline"]]
+    vals = [v for c in others for g in summary["configs"][c]["bucket_gaps"] for _, v in g["seeds"]] + [0.0]
+    lo, hi = min(vals) - 1.0, max(vals) + 1.0
+    n = len(summary["buckets"])
+    panel_w, plot_w, plot_h, top, left = 60 * n + 60, 60 * n, 260, 50, 50
+    w, h = left + panel_w * len(others), top + plot_h + 56
+
+    def y(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">{summary["task"]}: accuracy gap to {summary["baseline"]} in points '
+        "by sentence length (words); dots: seeds, bars: mean</text>",
+    ]
+    for i, c in enumerate(others):
+        x0 = left + i * panel_w
+        _gap_panel(parts, x0, c, (lo, hi), y, (plot_w, plot_h, top), 0.0)
+        for b, (name, rows, g) in enumerate(zip(summary["buckets"], summary["bucket_rows"],
+                                                summary["configs"][c]["bucket_gaps"], strict=True)):
+            cx = x0 + plot_w * (b + 0.5) / n
+            for k, (seed, v) in enumerate(g["seeds"]):
+                dx = (k - (len(g["seeds"]) - 1) / 2) * 5
+                parts.append(f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="#1f77b4" fill-opacity="0.6">'
+                             f"<title>{name} words, seed {seed}: {v:+.2f}</title></circle>")
+            if g["mean"] is not None:
+                parts.append(f'<line x1="{cx - 18:.1f}" x2="{cx + 18:.1f}" y1="{y(g["mean"]):.1f}" '
+                             f'y2="{y(g["mean"]):.1f}" stroke="#1f77b4" stroke-width="3">'
+                             f'<title>{name} words: mean gap {g["mean"]:+.2f}</title></line>')
+            parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+                         f'font-size="11">{name}</text>')
+            parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 30}" text-anchor="middle" font-size="10" '
+                         f'fill="#777">n={rows}</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def cmd_errors(args: argparse.Namespace) -> None:
+    summary = errors_table(args.files, Path(args.carry), args.baseline)
+    print(f"{summary['task']}: accuracy by length (words) of the reported split; rows per bucket "
+          + ", ".join(f"{b} {n}" for b, n in zip(summary["buckets"], summary["bucket_rows"], strict=True)))
+    print("| configuration | seeds | accuracy | predicted 1 | " + " | ".join(summary["buckets"]) + " |")
+    print("|---|---|---:|---:|" + "---:|" * len(summary["buckets"]))
+    for c, e in summary["configs"].items():
+        cells = [f"{a:.1f}" for a in e["bucket_accuracy"]]
+        if "bucket_gaps" in e:
+            cells = [f"{a:.1f} ({g['mean']:+.1f})" if g["mean"] is not None else f"{a:.1f}"
+                     for a, g in zip(e["bucket_accuracy"], e["bucket_gaps"], strict=True)]
+        print(f"| {c} | {','.join(map(str, e['seeds']))} | {e['accuracy']:.2f} | {e['positive_rate']:.3f} | "
+              + " | ".join(cells) + " |")
+    for c, e in summary["configs"].items():
+        for s, k in e.get("errors", {}).items():
+            print(f"seed {s}: {c} and {summary['baseline']} both wrong on {k['both']}, only {c} on "
+                  f"{k['only_this']}, only {summary['baseline']} on {k['only_baseline']}")
+    if args.svg:
+        _svg_errors(summary, Path(args.svg))
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_speed_child":
         a = sys.argv[2:]
@@ -1477,6 +1638,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=None, help=f"training seed (default {HP['seed']})")
     p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
     p.add_argument("--resume", nargs="*", help="partial .jsonl files of earlier calls: their runs are kept")
+    p.add_argument("--predictions", action="store_true", help="keep each run's P(label 1) on the reported split")
     p = sub.add_parser("speed")
     p.add_argument("--out", default="bench/results/methods-speed.json")
     p.add_argument("--base", default=None)
@@ -1522,6 +1684,12 @@ def main() -> None:
     p.add_argument("--svg", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--margin", type=float, default=0.5)
+    p = sub.add_parser("errors", help="where errors lie on the reported split (by length), paired by seed")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--carry", default=".bench-carry")
+    p.add_argument("--baseline", default="full")
+    p.add_argument("--svg", default=None)
+    p.add_argument("--out", default=None)
     p = sub.add_parser("width", help="the gap to a baseline against the trainable share, per task, paired by seed")
     p.add_argument("files", nargs="+")
     p.add_argument("--baseline", default="full")
@@ -1546,6 +1714,7 @@ def main() -> None:
         "seeds": cmd_seeds,
         "budget": cmd_budget,
         "width": cmd_width,
+        "errors": cmd_errors,
     }[args.cmd](args)
 
 

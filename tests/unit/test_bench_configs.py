@@ -3,6 +3,7 @@ inside the issue's budget (<= 1.5 % trainable parameters on all-MiniLM-L6-v2, he
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,11 @@ def test_width_sweep_is_over_the_budget_by_the_share_it_claims(name: str, low: f
     assert low < share < high, f"{name}: {share:.4%} trainable"
 
 
-@pytest.mark.parametrize(("name", "head_lr"), [("houlsby36_nodrop", 1e-2), ("houlsby36_nodrop_head1x", 1e-3)])
-def test_head_lr_factor_reaches_the_trainer(name: str, head_lr: float, monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "head_lr", "up_ratio"), [
+    ("houlsby36_nodrop", 1e-2, 1.0), ("houlsby36_nodrop_head1x", 1e-3, 1.0), ("houlsby36_nodrop_up16", 1e-2, 16.0),
+])
+def test_head_lr_factor_reaches_the_trainer(name: str, head_lr: float, up_ratio: float,
+                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import torch
 
     from workers.training.loop import resolve_hyperparameters
@@ -66,6 +69,34 @@ def test_head_lr_factor_reaches_the_trainer(name: str, head_lr: float, monkeypat
     assert out["error"] == "RuntimeError: stop before training"
     assert seen["learning_rate"] == 1e-3
     assert seen["head_learning_rate"] == pytest.approx(head_lr)
+    assert seen["up_lr_ratio"] == up_ratio
+
+
+def test_predictions_are_the_reported_split_in_file_order(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``accuracy --predictions`` keeps P(label "1") per reported row; thresholded at 0.5 they give
+    the accuracy the trainer itself reported on that split (CoLA-like: no selection split)."""
+    import hashlib
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w in ("good", "great") else "0",
+             "response": None} for w in rng.choices(["good", "great", "bad", "awful"], k=40)]
+    (tmp_path / "cola").mkdir()
+    for split in ("train", "report"):
+        (tmp_path / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = tiny_models["bert"]
+    job = {"task": "cola", "config": "houlsby_nodrop", "lr": 1e-2, "data": str(tmp_path), "base": str(base),
+           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
+           "hp": {"max_steps": 6, "batch_size": 8}, "threads": torch.get_num_threads(), "predictions": True}
+    out = BENCH._train_job(job)
+    assert "error" not in out, out
+    p1 = out["report_p1"]
+    assert len(p1) == len(rows) and all(0.0 <= p <= 1.0 for p in p1)
+    right = sum(int(p > 0.5) == int(r["label"]) for p, r in zip(p1, rows, strict=True))
+    assert right / len(rows) == pytest.approx(out["report"]["accuracy"])
+    assert "report_p1" not in BENCH._train_job({**job, "predictions": False})
 
 
 def test_full_frozen_emb_trains_every_layer_but_the_embeddings() -> None:

@@ -247,3 +247,54 @@ def test_width_refuses_a_configuration_with_two_shares(bench: ModuleType, tmp_pa
     )
     with pytest.raises(ValueError, match="2 different trainable shares"):
         bench.width_table(args)
+
+
+def test_errors_command_buckets_by_length_and_pairs_by_seed(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    # four rows: two short (3 words), two long (12 words); gold 1, 0, 1, 0
+    texts = ["a b c", "d e f", " ".join(["w"] * 12), " ".join(["v"] * 12)]
+    gold = ["1", "0", "1", "0"]
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "report.jsonl").write_text(
+        "".join(json.dumps({"text": t, "label": g}) + "\n" for t, g in zip(texts, gold, strict=True))
+    )
+
+    def run(config: str, seed: int, p1: list[float]) -> dict[str, object]:
+        return {**_run(config, "sst2", 1e-3, 0.5, 0.5, seed), "report_p1": p1}
+
+    runs = [
+        run("full", 1, [0.9, 0.1, 0.9, 0.1]),  # all right
+        run("full", 2, [0.9, 0.1, 0.9, 0.9]),  # last (long) wrong
+        run("houlsby", 1, [0.9, 0.1, 0.2, 0.1]),  # third (long) wrong
+        run("houlsby", 2, [0.9, 0.9, 0.9, 0.9]),  # second (short) and last (long) wrong
+        {"config": "houlsby", "task": "sst2", "lr": 3e-3, "seed": 3, "error": "boom"},
+    ]
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    out, svg = tmp_path / "e.json", tmp_path / "e.svg"
+    bench.cmd_errors(argparse.Namespace(files=[str(tmp_path / "r.json")], carry=str(tmp_path), baseline="full",
+                                        svg=str(svg), out=str(out)))
+    s = json.loads(out.read_text())
+    assert s["buckets"] == ["0-9", "10-14"] and s["bucket_rows"] == [2, 2]  # empty buckets left out
+    full, h = s["configs"]["full"], s["configs"]["houlsby"]
+    assert full["accuracy"] == pytest.approx(87.5) and h["accuracy"] == pytest.approx(62.5)
+    assert full["bucket_accuracy"] == pytest.approx([100.0, 75.0])
+    assert h["bucket_accuracy"] == pytest.approx([75.0, 50.0])
+    short, long = h["bucket_gaps"]
+    assert short["seeds"] == [[1, 0.0], [2, -50.0]] and short["mean"] == pytest.approx(-25.0)
+    assert long["seeds"] == [[1, -50.0], [2, 0.0]]
+    assert h["positive_rate"] == pytest.approx((1 / 4 + 4 / 4) / 2)
+    assert h["errors"] == {"1": {"both": 0, "only_this": 1, "only_baseline": 0},
+                           "2": {"both": 1, "only_this": 1, "only_baseline": 0}}
+    assert "both wrong on 1, only houlsby on 1" in capsys.readouterr().out
+    assert svg.read_text().count("<circle") == 2 * 2  # a dot per (bucket, seed)
+    # runs of two tasks, or no baseline, are refused with a message
+    runs.append({**run("full", 1, [0.5] * 4), "task": "cola"})
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    with pytest.raises(SystemExit, match="one task"):
+        bench.errors_table([str(tmp_path / "r.json")], tmp_path, "full")
+    with pytest.raises(SystemExit, match="baseline"):
+        (tmp_path / "r.json").write_text(json.dumps({"runs": runs[2:4]}))
+        bench.errors_table([str(tmp_path / "r.json")], tmp_path, "full")
