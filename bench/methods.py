@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     # and with the whole attention block's weights frozen (query, key, value, output projection; its
     # LayerNorm trains): what is left training is the FFN, the LayerNorms and the embeddings
     "full_frozen_attn": ("full", {"freeze_attention": True}, FULL_LRS),
+    # and with every FFN weight frozen instead (intermediate.dense and the block's output.dense; the
+    # attention, LayerNorms and embeddings train): the last part of the base the series had not frozen
+    "full_frozen_ffn": ("full", {"freeze_ffn": True}, FULL_LRS),
     "head_only": ("head_only", {}, ADAPTER_LRS),
     "houlsby": ("houlsby", {}, ADAPTER_LRS),
     "houlsby_skip2": ("houlsby", {"skip_layers": 2}, ADAPTER_LRS),
@@ -244,13 +248,16 @@ def _build_baseline(spec: Any, device: Any) -> Any:
         ("freeze_embeddings", ("embeddings.",)),
         ("freeze_query_key", (".attention.self.query.", ".attention.self.key.")),
         ("freeze_attention", (".attention.self.", ".attention.output.dense.")),
+        # the FFN's output projection is the block's ``output.dense``, not ``attention.output.dense``
+        ("freeze_ffn", (".intermediate.dense.", re.compile(r"\.layer\.\d+\.output\.dense\."))),
     ):
         if not spec.method_config.get(option):
             continue
-        # BERT-family layout: embeddings.*, encoder.layer[i].attention.{self.{query,key,value},output.dense}
+        # BERT-family layout: embeddings.*, encoder.layer[i].attention.{self.{query,key,value},output.dense},
+        # encoder.layer[i].{intermediate.dense,output.dense}
         frozen = 0
         for name, p in base.named_parameters():
-            if any(part in name for part in parts):
+            if any(part.search(name) if isinstance(part, re.Pattern) else part in name for part in parts):
                 p.requires_grad_(False)
                 frozen += 1
         if not frozen:
@@ -976,6 +983,7 @@ _COLOURS = {
     "full_frozen_emb": "#bcbd22",
     "full_frozen_qk": "#8c6d31",
     "full_frozen_attn": "#e7969c",
+    "full_frozen_ffn": "#ad494a",
     "houlsby": "#1f77b4",
     "houlsby_nodrop": "#d62728",
     "houlsby36_nodrop": "#9467bd",

