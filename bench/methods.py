@@ -1202,10 +1202,10 @@ def _gap_panel(
     span: tuple[float, float],
     y: Any,
     box: tuple[float, float, float],
-    margin: float,
+    margin: float | None,
 ) -> None:
     """A gap panel's frame, title and whole-point ticks, with a solid line at 0 and a dashed one at
-    minus the target margin (``y`` maps a gap to its pixel row; ``box`` is width, height, top)."""
+    minus the target margin, if any (``y`` maps a gap to its pixel row; ``box`` is width, height, top)."""
     lo, hi = span
     plot_w, plot_h, top = box
     parts.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>')
@@ -1215,7 +1215,8 @@ def _gap_panel(
         if tick > lo:
             parts.append(f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:+g}</text>')
         tick += 1.0
-    for ref, dash in ((0.0, ""), (-margin, ' stroke-dasharray="5,4"')):
+    refs = [(0.0, "")] + ([(-margin, ' stroke-dasharray="5,4"')] if margin is not None else [])
+    for ref, dash in refs:
         parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>')
 
 
@@ -1556,8 +1557,8 @@ def _svg_errors(summary: dict[str, Any], path: Path) -> None:
     vals = [v for c in others for g in summary["configs"][c]["bucket_gaps"] for _, v in g["seeds"]] + [0.0]
     lo, hi = min(vals) - 1.0, max(vals) + 1.0
     n = len(summary["buckets"])
-    panel_w, plot_w, plot_h, top, left = 60 * n + 60, 60 * n, 260, 50, 50
-    w, h = left + panel_w * len(others), top + plot_h + 56
+    panel_w, plot_w, plot_h, top, left = 60 * n + 60, 60 * n, 260, 66, 50
+    w, h = max(left + panel_w * len(others), 520), top + plot_h + 56
 
     def y(v: float) -> float:
         return top + plot_h - (v - lo) / (hi - lo) * plot_h
@@ -1565,12 +1566,14 @@ def _svg_errors(summary: dict[str, Any], path: Path) -> None:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">{summary["task"]}: accuracy gap to {summary["baseline"]} in points '
-        "by sentence length (words); dots: seeds, bars: mean</text>",
+        f'<text x="{left}" y="20" font-size="14">{summary["task"]}: accuracy gap to {summary["baseline"]} (points) '
+        "by length in words</text>",
+        f'<text x="{left}" y="38" font-size="12" fill="#555">dots: seeds; bars: their mean; '
+        "n: rows in the bucket</text>",
     ]
     for i, c in enumerate(others):
         x0 = left + i * panel_w
-        _gap_panel(parts, x0, c, (lo, hi), y, (plot_w, plot_h, top), 0.0)
+        _gap_panel(parts, x0, c, (lo, hi), y, (plot_w, plot_h, top), None)
         for b, (name, rows, g) in enumerate(zip(summary["buckets"], summary["bucket_rows"],
                                                 summary["configs"][c]["bucket_gaps"], strict=True)):
             cx = x0 + plot_w * (b + 0.5) / n
