@@ -250,11 +250,11 @@ def run_training(
     named = [(n, p) for n, p in model.backbone.named_parameters() if p.requires_grad]
     adapter_params = [p for _, p in named]
     up_params = [p for n, p in named if is_up_projection(n)]
-    down_params = [p for n, p in named if not is_up_projection(n)]
+    other_params = [p for n, p in named if not is_up_projection(n)]
     head_params = [p for p in model.head.parameters()] if model.head is not None else []
     base_lr = float(hp["learning_rate"])
     groups = []
-    for params, lr in ((down_params, base_lr), (up_params, base_lr * float(hp["up_lr_ratio"])),
+    for params, lr in ((other_params, base_lr), (up_params, base_lr * float(hp["up_lr_ratio"])),
                        (head_params, hp["head_learning_rate"])):
         if params:
             decay = [p for p in params if p.ndim >= 2]
