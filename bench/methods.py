@@ -1220,6 +1220,25 @@ def _gap_panel(
         parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#555"{dash}/>')
 
 
+def _dots_and_mean(
+    parts: list[str], cx: float, pts: list[tuple[int, float]], y: Any, colour: str, what: str
+) -> None:
+    """Each seed's gap as a dot around ``cx`` and their mean as a bar (``what`` names the cell in the
+    hover titles)."""
+    for k, (seed, v) in enumerate(pts):
+        dx = (k - (len(pts) - 1) / 2) * 5
+        parts.append(
+            f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="{colour}" fill-opacity="0.6">'
+            f"<title>{what}, seed {seed}: {v:+.2f}</title></circle>"
+        )
+    if pts:
+        m = statistics.mean(v for _, v in pts)
+        parts.append(
+            f'<line x1="{cx - 20:.1f}" x2="{cx + 20:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" stroke="{colour}" '
+            f'stroke-width="3"><title>{what}: mean gap {m:+.2f}</title></line>'
+        )
+
+
 def _svg_budget(
     cells: dict[tuple[str, float], list[tuple[int, float]]], tasks: list[str], path: Path, margin: float, label: str
 ) -> None:
@@ -1246,18 +1265,7 @@ def _svg_budget(
         for j, e in enumerate(budgets):
             pts = cells.get((task, e), [])
             cx = x0 + plot_w * (j + 0.5) / len(budgets)
-            for k, (seed, v) in enumerate(pts):
-                dx = (k - (len(pts) - 1) / 2) * 5
-                parts.append(
-                    f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="#9467bd" fill-opacity="0.6">'
-                    f"<title>{task}, {e:g} epochs, seed {seed}: {v:+.2f}</title></circle>"
-                )
-            if pts:
-                m = statistics.mean(v for _, v in pts)
-                parts.append(
-                    f'<line x1="{cx - 20:.1f}" x2="{cx + 20:.1f}" y1="{y(m):.1f}" y2="{y(m):.1f}" stroke="#9467bd" '
-                    f'stroke-width="3"><title>{task}, {e:g} epochs: mean gap {m:+.2f}</title></line>'
-                )
+            _dots_and_mean(parts, cx, pts, y, "#9467bd", f"{task}, {e:g} epochs")
             parts.append(
                 f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{e:g} epochs</text>'
             )
@@ -1577,14 +1585,7 @@ def _svg_errors(summary: dict[str, Any], path: Path) -> None:
         for b, (name, rows, g) in enumerate(zip(summary["buckets"], summary["bucket_rows"],
                                                 summary["configs"][c]["bucket_gaps"], strict=True)):
             cx = x0 + plot_w * (b + 0.5) / n
-            for k, (seed, v) in enumerate(g["seeds"]):
-                dx = (k - (len(g["seeds"]) - 1) / 2) * 5
-                parts.append(f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="#1f77b4" fill-opacity="0.6">'
-                             f"<title>{name} words, seed {seed}: {v:+.2f}</title></circle>")
-            if g["mean"] is not None:
-                parts.append(f'<line x1="{cx - 18:.1f}" x2="{cx + 18:.1f}" y1="{y(g["mean"]):.1f}" '
-                             f'y2="{y(g["mean"]):.1f}" stroke="#1f77b4" stroke-width="3">'
-                             f'<title>{name} words: mean gap {g["mean"]:+.2f}</title></line>')
+            _dots_and_mean(parts, cx, [(seed, v) for seed, v in g["seeds"]], y, "#1f77b4", f"{name} words")
             parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
                          f'font-size="11">{name}</text>')
             parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 30}" text-anchor="middle" font-size="10" '
