@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -454,6 +455,8 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         report = selected
     # per-example P(label "1") on the reported split, in file order, for error analyses (``errors``)
     report_p1 = _positive_probs(model, items) if job.get("predictions") else None
+    if job.get("keep_weights") and method in BASELINES:
+        _save_weights(model, Path(job["keep_weights"]) / f"seed{hp['seed']}-{job['config']}-{job['task']}.safetensors")
     art = sum(f.stat().st_size for f in res.files)
     shutil.rmtree(out, ignore_errors=True)
     _LAST_MODEL.clear()
@@ -476,6 +479,17 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         "wall_s": time.time() - t0,
         **({"report_p1": report_p1} if report_p1 is not None else {}),
     }
+
+
+def _save_weights(model: Any, path: Path) -> None:
+    """A trained baseline's whole backbone and head, for ``delta`` (our own file, read back with
+    safetensors only)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    state.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.linear.state_dict().items()})
+    save_file(state, str(path), metadata={"format": "pt"})
 
 
 def _positive_probs(model: Any, items: list[dict[str, Any]]) -> list[float]:
@@ -539,6 +553,7 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
             "threads": args.threads,
             "deadline": deadline,
             "predictions": args.predictions,
+            "keep_weights": args.keep_weights,
         }
         for c in configs
         for t in tasks
@@ -1644,6 +1659,195 @@ def cmd_errors(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
 
 
+# --------------------------------------------------------------------------- delta (what full FT changed)
+
+# the weight matrices of each part of a BERT-family layer (biases and LayerNorms are left as trained)
+DELTA_PARTS: dict[str, re.Pattern[str]] = {
+    "ffn": re.compile(r"encoder\.layer\.\d+\.(intermediate\.dense|output\.dense)\.weight$"),
+    "attention": re.compile(r"encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)\.weight$"),
+}
+DELTA_RANKS = (0, 1, 4, 16, 64, 384)
+
+
+def truncate_rank(delta: Any, k: int) -> Any:
+    """The best rank-``k`` approximation of a matrix (Eckart-Young: its top ``k`` singular triplets)."""
+    import torch
+
+    if k <= 0:
+        return torch.zeros_like(delta)
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    return ((u[:, :k] * s[:k]) @ vh[:k]).to(delta.dtype)
+
+
+def delta_stats(delta: Any, w0: Any, unit_axis: int | None) -> dict[str, float]:
+    """How a fine-tuned matrix's change W - W0 is shaped: its size relative to W0, the share of its
+    energy (squared Frobenius norm) in the top k singular values, its stable rank, and, for a unit
+    axis, the share a per-unit rescaling of W0 explains (what an (IA)3 gain vector could express:
+    the least-squares ``a_j`` in ``delta[:, j] ~ a_j * w0[:, j]`` for ``unit_axis=1``)."""
+    import torch
+
+    d, w = delta.double(), w0.double()
+    s = torch.linalg.svdvals(d)
+    energy = float((s**2).sum())
+    out = {
+        "relative_norm": float(d.norm() / w.norm()),
+        "stable_rank": energy / float(s[0] ** 2),
+        **{f"energy_top{k}": float((s[:k] ** 2).sum()) / energy for k in DELTA_RANKS if 0 < k < len(s)},
+    }
+    if unit_axis is not None:
+        other = 1 - unit_axis
+        a = (d * w).sum(other) / (w * w).sum(other)
+        out["scaling_share"] = float(((a**2) * (w * w).sum(other)).sum()) / energy
+    return out
+
+
+def _load_trained(path: Path, base: Path) -> tuple[Any, dict[str, Any]]:
+    """Full fine-tuning's model from ``accuracy --keep-weights``, and the base's own weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from workers.training.loop import TrainSpec
+
+    spec = TrainSpec(base_dir=base, base_sha256="-", base_name="all-MiniLM-L6-v2", task_type="single_label",
+                     labels=["0", "1"], train_path=Path("-"), dev_path=None, method="full", method_config={},
+                     hyperparameters={}, out_dir=Path("-"))
+    model = _build_baseline(spec, torch.device("cpu"))
+    w0 = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+    state = load_file(str(path))
+    head = {k[len("head."):]: state.pop(k) for k in list(state) if k.startswith("head.")}
+    model.backbone.load_state_dict(state, strict=True)
+    model.head.linear.load_state_dict(head, strict=True)
+    return model, w0
+
+
+def delta_table(files: list[str], carry: Path, base: Path, task: str) -> dict[str, Any]:
+    """Per trained model: the accuracy on the reported split when each part's weight changes are cut
+    to their best rank-k approximation (the rest of the model as trained), and the changes' shape."""
+    import torch
+
+    from workers.training.data import encode, read_jsonl
+    from workers.training.loop import evaluate
+
+    runs: list[dict[str, Any]] = []
+    for f in files:
+        seed = int(re.search(r"seed(\d+)", Path(f).name).group(1))  # type: ignore[union-attr]
+        model, w0 = _load_trained(Path(f), base)
+        items = encode(read_jsonl(carry / task / "report.jsonl", task_type="single_label", labels=["0", "1"]),
+                       model.tokenizer, task_type="single_label", labels=["0", "1"], max_length=int(HP["max_length"]),
+                       token_types=model.uses_token_types)
+        pad = int(model.tokenizer.pad_token_id)
+        params = dict(model.backbone.named_parameters())
+        trained = {n: p.detach().clone() for n, p in params.items()}
+        run: dict[str, Any] = {"seed": seed, "file": Path(f).name,
+                               "trained": evaluate(model, items, pad_id=pad)["accuracy"], "cut": {}, "stats": {}}
+        for part, pattern in DELTA_PARTS.items():
+            names = [n for n in params if pattern.search(n)]
+            run["cut"][part] = {}
+            with torch.no_grad():
+                for k in DELTA_RANKS:
+                    for n in names:
+                        params[n].copy_(w0[n] + truncate_rank(trained[n] - w0[n], k))
+                    run["cut"][part][str(k)] = evaluate(model, items, pad_id=pad)["accuracy"]
+                for n in names:
+                    params[n].copy_(trained[n])
+            for n in names:
+                kind = re.sub(r"encoder\.layer\.\d+\.", "", n).removesuffix(".weight")
+                # a unit of the FFN is one of its 1536 intermediate units: a row of intermediate.dense,
+                # a column of output.dense (the latter is what a feed-forward (IA)3 vector scales)
+                axis = {"intermediate.dense": 0, "output.dense": 1}.get(kind)
+                run["stats"].setdefault(kind, []).append(delta_stats(trained[n] - w0[n], w0[n], axis))
+        run["stats"] = {kind: {key: statistics.mean(s[key] for s in rows) for key in rows[0]}
+                        for kind, rows in run["stats"].items()}
+        runs.append(run)
+    return {"task": task, "ranks": list(DELTA_RANKS), "runs": runs}
+
+
+def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> None:
+    """Accuracy against the rank each part's weight changes are cut to: one line per part and seed,
+    with the reference accuracies (e.g. the adapters' means) as dashed lines."""
+    ranks = summary["ranks"]
+    vals = [100 * v for r in summary["runs"] for part in r["cut"].values() for v in part.values()]
+    vals += [100 * r["trained"] for r in summary["runs"]] + list(refs.values())
+    lo, hi = math.floor(min(vals)) - 0.5, math.ceil(max(vals)) + 0.5
+    left, top, plot_w, plot_h = 60, 60, 420, 300
+    w, h = left + plot_w + 230, top + plot_h + 60
+
+    def x(i: int) -> float:
+        return left + plot_w * (i + 0.5) / len(ranks)
+
+    def y(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    colours = {"ffn": "#d62728", "attention": "#1f77b4"}
+    parts = [
+        *_svg_frame(w, h),
+        f'<text x="{left}" y="20" font-size="14">{summary["task"]}: full fine-tuning with one part\'s weight '
+        "changes cut to rank k</text>",
+        f'<text x="{left}" y="38" font-size="12" fill="#555">test accuracy (%); thin lines: seeds, '
+        "thick: their mean; k = 0 puts the part back to the base</text>",
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
+    ]
+    tick = float(math.ceil(lo))
+    while tick < hi:
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:g}</text>')
+        tick += 1.0
+    for i, k in enumerate(ranks):
+        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">'
+                     f'{"full" if k == ranks[-1] else k}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 36}" text-anchor="middle">'
+                 "rank k of each changed matrix</text>")
+    ly = top + 10
+    for name, v in refs.items():
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#555" '
+                     f'stroke-dasharray="5,4"><title>{name}: {v:.2f}</title></line>')
+        parts.append(f'<text x="{left + plot_w + 10}" y="{y(v) + 4:.1f}" font-size="11" fill="#555">'
+                     f"{name} {v:.2f}</text>")
+    for part, colour in colours.items():
+        seeds = [[100 * r["cut"][part][str(k)] for k in ranks] for r in summary["runs"]]
+        for vs in seeds:
+            pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(vs))
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-opacity="0.35"/>')
+        mean = [statistics.mean(col) for col in zip(*seeds, strict=True)]
+        pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(mean))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="3"/>')
+        for i, v in enumerate(mean):
+            parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3.5" fill="{colour}">'
+                         f"<title>{part} cut to rank {ranks[i]}: mean {v:.2f}</title></circle>")
+        parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
+                     f'stroke="{colour}" stroke-width="3"/>')
+        parts.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}" font-size="12">{part} cut</text>')
+        ly += 18
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def cmd_delta(args: argparse.Namespace) -> None:
+    carry = Path(args.carry)
+    summary = delta_table(args.files, carry, fp32_base(carry, Path(args.base_out)), args.task)
+    ranks = summary["ranks"]
+    print(f"{summary['task']}: test accuracy of full fine-tuning with one part's weight changes cut to rank k")
+    print("| part | " + " | ".join("full" if k == ranks[-1] else f"k={k}" for k in ranks) + " |")
+    for part in DELTA_PARTS:
+        cells = [statistics.mean(100 * r["cut"][part][str(k)] for r in summary["runs"]) for k in ranks]
+        print(f"| {part} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    print(f"trained, as is: {statistics.mean(100 * r['trained'] for r in summary['runs']):.2f} "
+          f"(seeds {', '.join(str(r['seed']) for r in summary['runs'])})")
+    kinds = list(summary["runs"][0]["stats"])
+    keys = list(summary["runs"][0]["stats"][kinds[-1]])
+    print("| matrix | " + " | ".join(keys) + " |")
+    for kind in kinds:
+        # only the FFN's matrices have a scaling share: blank for the attention's
+        row = [statistics.mean(r["stats"][kind][key] for r in summary["runs"])
+               if key in summary["runs"][0]["stats"][kind] else float("nan") for key in keys]
+        print(f"| {kind} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    if args.svg:
+        refs = dict((kv.split("=")[0], float(kv.split("=")[1])) for kv in args.ref or [])
+        _svg_delta(summary, Path(args.svg), refs)
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_speed_child":
         a = sys.argv[2:]
@@ -1677,6 +1881,8 @@ def main() -> None:
     p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
     p.add_argument("--resume", nargs="*", help="partial .jsonl files of earlier calls: their runs are kept")
     p.add_argument("--predictions", action="store_true", help="keep each run's P(label 1) on the reported split")
+    p.add_argument("--keep-weights", default=None,
+                   help="a directory: full fine-tuning's trained backbone and head go there, for `delta`")
     p = sub.add_parser("speed")
     p.add_argument("--out", default="bench/results/methods-speed.json")
     p.add_argument("--base", default=None)
@@ -1740,6 +1946,14 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=0.015, help="the share limit, drawn as a vertical line")
     p.add_argument("--split", choices=("report", "select"), default="report",
                    help="the split to score (select: the one the lr was picked on)")
+    p = sub.add_parser("delta", help="full fine-tuning's weight changes: their rank and what cutting them costs")
+    p.add_argument("files", nargs="+", help="accuracy --keep-weights files (seedN-full-TASK.safetensors)")
+    p.add_argument("--carry", default=".bench-carry")
+    p.add_argument("--base-out", default="/tmp/minilm-fp32")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--ref", nargs="*", help="reference accuracies drawn as dashed lines, e.g. 'Houlsby 36=85.49'")
+    p.add_argument("--svg", default=None)
+    p.add_argument("--out", default=None)
     args = ap.parse_args()
     {
         "prepare": cmd_prepare,
@@ -1753,6 +1967,7 @@ def main() -> None:
         "budget": cmd_budget,
         "width": cmd_width,
         "errors": cmd_errors,
+        "delta": cmd_delta,
     }[args.cmd](args)
 
 

@@ -212,3 +212,98 @@ def _frozen(name: str) -> tuple[Any, set[str], int]:
     model = BENCH.build_model(name, Path(gt.get_model_path()))
     frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
     return model, frozen, len(model.backbone.encoder.layer)
+
+
+def test_keep_weights_saves_a_baselines_trained_backbone_and_head(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``accuracy --keep-weights`` writes full fine-tuning's trained tensors (what ``delta`` reads),
+    and nothing for an adapter configuration."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w == "good" else "0", "response": None}
+            for w in ["good", "bad"] * 8]
+    (tmp_path / "cola").mkdir()
+    for split in ("train", "report"):
+        (tmp_path / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = tiny_models["bert"]
+    keep = tmp_path / "weights"
+    job = {"task": "cola", "config": "full", "lr": 1e-3, "data": str(tmp_path), "base": str(base),
+           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
+           "hp": {"max_steps": 3, "batch_size": 8}, "threads": torch.get_num_threads(), "keep_weights": str(keep)}
+    assert "error" not in BENCH._train_job(job)
+    saved = load_file(str(keep / "seed42-full-cola.safetensors"))
+    original = load_file(str(base / "model.safetensors"))
+    name = next(k for k in saved if k.endswith("intermediate.dense.weight"))
+    plain = next(k for k in original if k.endswith(name))
+    assert saved[name].shape == original[plain].shape
+    assert not torch.equal(saved[name], original[plain])  # trained, not the base
+    assert {"head.weight", "head.bias"} <= set(saved)
+    BENCH._train_job({**job, "config": "houlsby_nodrop", "lr": 1e-2})
+    assert [p.name for p in keep.iterdir()] == ["seed42-full-cola.safetensors"]
+
+
+def test_truncate_rank_is_the_best_rank_k_approximation() -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(48, 12, generator=g)
+    for k in (1, 4):
+        cut = BENCH.truncate_rank(delta, k)
+        assert int(torch.linalg.matrix_rank(cut)) == k
+        # Eckart-Young: the residual's energy is that of the dropped singular values
+        s = torch.linalg.svdvals(delta)
+        assert float((delta - cut).norm() ** 2) == pytest.approx(float((s[k:] ** 2).sum()), rel=1e-5)
+    assert torch.allclose(BENCH.truncate_rank(delta, 12), delta, atol=1e-5)
+    assert torch.equal(BENCH.truncate_rank(delta, 0), torch.zeros_like(delta))
+
+
+def test_delta_stats_tells_a_rescaling_from_a_low_rank_change() -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(16, 64, generator=g)  # output.dense-like: a unit is a column
+    gains = torch.randn(64, generator=g)
+    scaled = BENCH.delta_stats(w0 * gains, w0, unit_axis=1)
+    assert scaled["scaling_share"] == pytest.approx(1.0)
+    assert scaled["stable_rank"] > 2  # a rescaling of a random matrix is full-rank
+    rank1 = torch.outer(torch.randn(16, generator=g), torch.randn(64, generator=g))
+    low = BENCH.delta_stats(rank1, w0, unit_axis=1)
+    assert low["energy_top1"] == pytest.approx(1.0) and low["stable_rank"] == pytest.approx(1.0)
+    assert low["scaling_share"] < 0.2
+    assert "scaling_share" not in BENCH.delta_stats(rank1, w0, unit_axis=None)
+
+
+def test_delta_cuts_each_part_and_recovers_the_trained_model_at_full_rank(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``delta`` on a (tiny) full fine-tuning run: rank 'full' gives back the trained accuracy, and
+    rank 0 puts the part's matrices back to the base."""
+    import hashlib
+
+    import torch
+
+    rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w == "good" else "0", "response": None}
+            for w in ["good", "bad", "fine", "awful"] * 6]
+    (tmp_path / "sst2").mkdir()
+    for split in ("train", "report"):
+        (tmp_path / "sst2" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = tiny_models["bert"]
+    keep = tmp_path / "weights"
+    job = {"task": "sst2", "config": "full", "lr": 3e-3, "data": str(tmp_path), "base": str(base),
+           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
+           "hp": {"max_steps": 8, "batch_size": 8}, "threads": torch.get_num_threads(), "keep_weights": str(keep)}
+    trained = BENCH._train_job(job)
+    summary = BENCH.delta_table([str(keep / "seed42-full-sst2.safetensors")], tmp_path, base, "sst2")
+    run = summary["runs"][0]
+    assert run["seed"] == 42
+    assert run["trained"] == pytest.approx(trained["report"]["accuracy"])
+    for part in BENCH.DELTA_PARTS:
+        assert set(run["cut"][part]) == {str(k) for k in BENCH.DELTA_RANKS}
+        assert run["cut"][part][str(BENCH.DELTA_RANKS[-1])] == pytest.approx(run["trained"])
+    assert set(run["stats"]) == {"intermediate.dense", "output.dense", "attention.self.query",
+                                 "attention.self.key", "attention.self.value", "attention.output.dense"}
+    assert 0.0 < run["stats"]["output.dense"]["scaling_share"] < 1.0
+    BENCH._svg_delta(summary, tmp_path / "delta.svg", {"ref": 50.0})
+    assert (tmp_path / "delta.svg").read_text().count("<polyline") == 2 * 2  # (seed + mean) x two parts
