@@ -1664,6 +1664,9 @@ def cmd_errors(args: argparse.Namespace) -> None:
 # the weight matrices of each part of a BERT-family layer (biases and LayerNorms are left as trained)
 DELTA_PARTS: dict[str, re.Pattern[str]] = {
     "ffn": re.compile(r"encoder\.layer\.\d+\.(intermediate\.dense|output\.dense)\.weight$"),
+    # the FFN's two projections one at a time: its input (1536 pre-activations) and its output
+    "ffn_in": re.compile(r"encoder\.layer\.\d+\.intermediate\.dense\.weight$"),
+    "ffn_out": re.compile(r"encoder\.layer\.\d+\.output\.dense\.weight$"),
     "attention": re.compile(r"encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)\.weight$"),
 }
 DELTA_RANKS = (0, 1, 4, 16, 64, 384)
@@ -1720,7 +1723,10 @@ def _load_trained(path: Path, base: Path) -> tuple[Any, dict[str, Any]]:
     return model, w0
 
 
-def delta_table(files: list[str], carry: Path, base: Path, task: str) -> dict[str, Any]:
+def delta_table(
+    files: list[str], carry: Path, base: Path, task: str, parts: list[str] | None = None,
+    ranks: tuple[int, ...] = DELTA_RANKS,
+) -> dict[str, Any]:
     """Per trained model: the accuracy on the reported split when each part's weight changes are cut
     to their best rank-k approximation (the rest of the model as trained), and the changes' shape."""
     import torch
@@ -1740,17 +1746,17 @@ def delta_table(files: list[str], carry: Path, base: Path, task: str) -> dict[st
         trained = {n: p.detach().clone() for n, p in params.items()}
         run: dict[str, Any] = {"seed": seed, "file": Path(f).name,
                                "trained": evaluate(model, items, pad_id=pad)["accuracy"], "cut": {}, "stats": {}}
-        for part, pattern in DELTA_PARTS.items():
-            names = [n for n in params if pattern.search(n)]
+        for part in parts or list(DELTA_PARTS):
+            names = [n for n in params if DELTA_PARTS[part].search(n)]
             run["cut"][part] = {}
             with torch.no_grad():
-                for k in DELTA_RANKS:
+                for k in ranks:
                     for n in names:
                         params[n].copy_(w0[n] + truncate_rank(trained[n] - w0[n], k))
                     run["cut"][part][str(k)] = evaluate(model, items, pad_id=pad)["accuracy"]
                 for n in names:
                     params[n].copy_(trained[n])
-            for n in names:
+            for n in names if part in ("ffn", "attention") else []:  # each matrix once
                 kind = re.sub(r"encoder\.layer\.\d+\.", "", n).removesuffix(".weight")
                 # a unit of the FFN is one of its 1536 intermediate units: a row of intermediate.dense,
                 # a column of output.dense (the latter is what a feed-forward (IA)3 vector scales)
@@ -1759,14 +1765,14 @@ def delta_table(files: list[str], carry: Path, base: Path, task: str) -> dict[st
         run["stats"] = {kind: {key: statistics.mean(s[key] for s in rows) for key in rows[0]}
                         for kind, rows in run["stats"].items()}
         runs.append(run)
-    return {"task": task, "ranks": list(DELTA_RANKS), "runs": runs}
+    return {"task": task, "ranks": list(ranks), "parts": parts or list(DELTA_PARTS), "runs": runs}
 
 
 def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> None:
     """Accuracy against the rank each part's weight changes are cut to: one line per part and seed,
     with the reference accuracies (e.g. the adapters' means) as dashed lines."""
     ranks = summary["ranks"]
-    vals = [100 * v for r in summary["runs"] for part in r["cut"].values() for v in part.values()]
+    vals = [100 * v for r in summary["runs"] for cut in r["cut"].values() for v in cut.values()]
     vals += [100 * r["trained"] for r in summary["runs"]] + list(refs.values())
     lo, hi = math.floor(min(vals)) - 0.5, math.ceil(max(vals)) + 0.5
     left, top, plot_w, plot_h = 60, 60, 420, 300
@@ -1778,7 +1784,7 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
     def y(v: float) -> float:
         return top + plot_h - (v - lo) / (hi - lo) * plot_h
 
-    colours = {"ffn": "#d62728", "attention": "#1f77b4"}
+    colours = {"ffn": "#d62728", "ffn_in": "#ff9896", "ffn_out": "#8c564b", "attention": "#1f77b4"}
     parts = [
         *_svg_frame(w, h),
         f'<text x="{left}" y="20" font-size="14">{summary["task"]}: full fine-tuning with one part\'s weight '
@@ -1793,7 +1799,7 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
         tick += 1.0
     for i, k in enumerate(ranks):
         parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">'
-                     f'{"full" if k == ranks[-1] else k}</text>')
+                     f'{"full" if k >= 384 else k}</text>')
     parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 36}" text-anchor="middle">'
                  "rank k of each changed matrix</text>")
     ly = top + 10
@@ -1802,7 +1808,8 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
                      f'stroke-dasharray="5,4"><title>{name}: {v:.2f}</title></line>')
         parts.append(f'<text x="{left + plot_w + 10}" y="{y(v) + 4:.1f}" font-size="11" fill="#555">'
                      f"{name} {v:.2f}</text>")
-    for part, colour in colours.items():
+    for part in summary["parts"]:
+        colour = colours[part]
         seeds = [[100 * r["cut"][part][str(k)] for k in ranks] for r in summary["runs"]]
         for vs in seeds:
             pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(vs))
@@ -1824,17 +1831,18 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
 
 def cmd_delta(args: argparse.Namespace) -> None:
     carry = Path(args.carry)
-    summary = delta_table(args.files, carry, fp32_base(carry, Path(args.base_out)), args.task)
-    ranks = summary["ranks"]
+    parts = args.parts.split(",") if args.parts else None
+    ranks = tuple(int(k) for k in args.ranks.split(",")) if args.ranks else DELTA_RANKS
+    summary = delta_table(args.files, carry, fp32_base(carry, Path(args.base_out)), args.task, parts, ranks)
     print(f"{summary['task']}: test accuracy of full fine-tuning with one part's weight changes cut to rank k")
-    print("| part | " + " | ".join("full" if k == ranks[-1] else f"k={k}" for k in ranks) + " |")
-    for part in DELTA_PARTS:
+    print("| part | " + " | ".join("full" if k >= 384 else f"k={k}" for k in ranks) + " |")
+    for part in summary["parts"]:
         cells = [statistics.mean(100 * r["cut"][part][str(k)] for r in summary["runs"]) for k in ranks]
         print(f"| {part} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     print(f"trained, as is: {statistics.mean(100 * r['trained'] for r in summary['runs']):.2f} "
           f"(seeds {', '.join(str(r['seed']) for r in summary['runs'])})")
     kinds = list(summary["runs"][0]["stats"])
-    keys = list(summary["runs"][0]["stats"][kinds[-1]])
+    keys = list(dict.fromkeys(key for kind in kinds for key in summary["runs"][0]["stats"][kind]))
     print("| matrix | " + " | ".join(keys) + " |")
     for kind in kinds:
         # only the FFN's matrices have a scaling share: blank for the attention's
@@ -1951,6 +1959,8 @@ def main() -> None:
     p.add_argument("--carry", default=".bench-carry")
     p.add_argument("--base-out", default="/tmp/minilm-fp32")
     p.add_argument("--task", default="sst2")
+    p.add_argument("--parts", default=None, help=f"some of {','.join(DELTA_PARTS)} (default: all)")
+    p.add_argument("--ranks", default=None, help="e.g. 0,4,16 (default: " + ",".join(map(str, DELTA_RANKS)) + ")")
     p.add_argument("--ref", nargs="*", help="reference accuracies drawn as dashed lines, e.g. 'Houlsby 36=85.49'")
     p.add_argument("--svg", default=None)
     p.add_argument("--out", default=None)

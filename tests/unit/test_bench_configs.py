@@ -306,4 +306,10 @@ def test_delta_cuts_each_part_and_recovers_the_trained_model_at_full_rank(
                                  "attention.self.key", "attention.self.value", "attention.output.dense"}
     assert 0.0 < run["stats"]["output.dense"]["scaling_share"] < 1.0
     BENCH._svg_delta(summary, tmp_path / "delta.svg", {"ref": 50.0})
-    assert (tmp_path / "delta.svg").read_text().count("<polyline") == 2 * 2  # (seed + mean) x two parts
+    assert (tmp_path / "delta.svg").read_text().count("<polyline") == 2 * len(BENCH.DELTA_PARTS)  # seed + mean
+    # one projection at a time, at chosen ranks: rank 0 of both FFN projections is the 'ffn' part's rank 0
+    some = BENCH.delta_table([str(keep / "seed42-full-sst2.safetensors")], tmp_path, base, "sst2",
+                             ["ffn_in", "ffn_out"], (0, 384))
+    assert some["parts"] == ["ffn_in", "ffn_out"] and set(some["runs"][0]["cut"]["ffn_in"]) == {"0", "384"}
+    assert some["runs"][0]["cut"]["ffn_out"]["384"] == pytest.approx(run["trained"])
+    assert some["runs"][0]["stats"] == {}
