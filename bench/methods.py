@@ -1706,15 +1706,9 @@ def delta_stats(delta: Any, w0: Any, unit_axis: int | None) -> dict[str, float]:
 
 def _load_trained(path: Path, base: Path) -> tuple[Any, dict[str, Any]]:
     """Full fine-tuning's model from ``accuracy --keep-weights``, and the base's own weights."""
-    import torch
     from safetensors.torch import load_file
 
-    from workers.training.loop import TrainSpec
-
-    spec = TrainSpec(base_dir=base, base_sha256="-", base_name="all-MiniLM-L6-v2", task_type="single_label",
-                     labels=["0", "1"], train_path=Path("-"), dev_path=None, method="full", method_config={},
-                     hyperparameters={}, out_dir=Path("-"))
-    model = _build_baseline(spec, torch.device("cpu"))
+    model = build_model("full", base)
     w0 = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
     state = load_file(str(path))
     head = {k[len("head."):]: state.pop(k) for k in list(state) if k.startswith("head.")}

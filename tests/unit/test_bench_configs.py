@@ -214,24 +214,33 @@ def _frozen(name: str) -> tuple[Any, set[str], int]:
     return model, frozen, len(model.backbone.encoder.layer)
 
 
-def test_keep_weights_saves_a_baselines_trained_backbone_and_head(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    """``accuracy --keep-weights`` writes full fine-tuning's trained tensors (what ``delta`` reads),
-    and nothing for an adapter configuration."""
+def _tiny_job(tmp_path: Path, base: Path, task: str, words: list[str], **job: Any) -> dict[str, Any]:
+    """A bench job on a tiny base: ``words`` become train and report rows ("good" is the positive
+    label), written where ``_train_job`` reads the task's data."""
     import hashlib
 
     import torch
-    from safetensors.torch import load_file
 
     rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w == "good" else "0", "response": None}
-            for w in ["good", "bad"] * 8]
-    (tmp_path / "cola").mkdir()
+            for w in words]
+    (tmp_path / task).mkdir()
     for split in ("train", "report"):
-        (tmp_path / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp_path / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"task": task, "data": str(tmp_path), "base": str(base),
+            "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
+            "threads": torch.get_num_threads(), **job}
+
+
+def test_keep_weights_saves_a_baselines_trained_backbone_and_head(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``accuracy --keep-weights`` writes full fine-tuning's trained tensors (what ``delta`` reads),
+    and nothing for an adapter configuration."""
+    import torch
+    from safetensors.torch import load_file
+
     base = tiny_models["bert"]
     keep = tmp_path / "weights"
-    job = {"task": "cola", "config": "full", "lr": 1e-3, "data": str(tmp_path), "base": str(base),
-           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
-           "hp": {"max_steps": 3, "batch_size": 8}, "threads": torch.get_num_threads(), "keep_weights": str(keep)}
+    job = _tiny_job(tmp_path, base, "cola", ["good", "bad"] * 8, config="full", lr=1e-3,
+                    hp={"max_steps": 3, "batch_size": 8}, keep_weights=str(keep))
     assert "error" not in BENCH._train_job(job)
     saved = load_file(str(keep / "seed42-full-cola.safetensors"))
     original = load_file(str(base / "model.safetensors"))
@@ -278,22 +287,12 @@ def test_delta_stats_tells_a_rescaling_from_a_low_rank_change() -> None:
 def test_delta_cuts_each_part_and_recovers_the_trained_model_at_full_rank(
     tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    """``delta`` on a (tiny) full fine-tuning run: rank 'full' gives back the trained accuracy, and
-    rank 0 puts the part's matrices back to the base."""
-    import hashlib
-
-    import torch
-
-    rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w == "good" else "0", "response": None}
-            for w in ["good", "bad", "fine", "awful"] * 6]
-    (tmp_path / "sst2").mkdir()
-    for split in ("train", "report"):
-        (tmp_path / "sst2" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    """``delta`` on a (tiny) full fine-tuning run: every part is cut at every rank, and rank 'full'
+    gives back the trained accuracy."""
     base = tiny_models["bert"]
     keep = tmp_path / "weights"
-    job = {"task": "sst2", "config": "full", "lr": 3e-3, "data": str(tmp_path), "base": str(base),
-           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
-           "hp": {"max_steps": 8, "batch_size": 8}, "threads": torch.get_num_threads(), "keep_weights": str(keep)}
+    job = _tiny_job(tmp_path, base, "sst2", ["good", "bad", "fine", "awful"] * 6, config="full", lr=3e-3,
+                    hp={"max_steps": 8, "batch_size": 8}, keep_weights=str(keep))
     trained = BENCH._train_job(job)
     summary = BENCH.delta_table([str(keep / "seed42-full-sst2.safetensors")], tmp_path, base, "sst2")
     run = summary["runs"][0]
