@@ -138,6 +138,7 @@ def test_full_frozen_qk_freezes_exactly_the_attention_query_and_key() -> None:
         ("houlsby_ia3_ffn_nodrop", "ia3_", 1, ("layer.{i}.output.dense.base_layer.",)),
         # LoRA at delta's ranks on a narrower (11-unit) Houlsby
         ("houlsby11_lora_ffn16_nodrop", "lora_", 2, (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
+        ("houlsby11_lora_ffn16", "lora_", 2, (".intermediate.dense.", "layer.{i}.output.dense.base_layer.")),
     ],
 )
 def test_houlsby_peft_screen_trains_houlsby_the_peft_method_on_its_targets_and_the_head(
