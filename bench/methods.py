@@ -867,7 +867,7 @@ def cmd_load(args: argparse.Namespace) -> None:
             AutoModel.from_pretrained(base, dtype=torch.float32),
             LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=8, lora_alpha=16),
         )
-        pm.save_pretrained(tmp / "peft-lora")
+        pm.save_pretrained(str(tmp / "peft-lora"))
         counter = [0]
 
         def peft_load() -> None:
@@ -923,7 +923,8 @@ def cmd_dropout_cost(args: argparse.Namespace) -> None:
 
     def attention(p: float) -> Any:
         def run() -> None:
-            out = F.scaled_dot_product_attention(*qkv, dropout_p=p)
+            q, k, v = qkv
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
             out.sum().backward()
 
         return run
@@ -983,7 +984,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("|" + "---|" * (hdr.count("|") - 1))
     for c in names:
         rs = {t: best.get((c, t)) for t in TASKS}
-        accs = [rs[t]["report"]["accuracy"] * 100 for t in TASKS if rs[t]]
+        accs = [r["report"]["accuracy"] * 100 for r in rs.values() if r]  # in TASKS order
         any_r = next((r for r in rs.values() if r), None)
         cells = [c + (" " + json.dumps(CONFIGS[c][1]) if CONFIGS[c][1] else "")]
         cells += [
@@ -992,7 +993,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             f"{rs['cola']['report']['matthews_corr']:.3f}" if rs["cola"] else "–",
             f"{rs['subj']['report']['accuracy'] * 100:.1f}" if rs["subj"] else "–",
             f"{sum(accs) / len(accs):.2f}" if len(accs) == 3 else "–",
-            "/".join(f"{rs[t]['lr']:g}" if rs[t] else "–" for t in TASKS),
+            "/".join(f"{r['lr']:g}" if r else "–" for r in rs.values()),
         ]
         sp = (speed or {}).get("configs", {}).get(c)
         share = (
