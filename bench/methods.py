@@ -25,6 +25,7 @@ an ``AdaptedModel`` whose base is entirely trainable (``full``) or entirely froz
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -1788,7 +1789,7 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
     vals += [100 * r["trained"] for r in summary["runs"]] + list(refs.values())
     lo, hi = math.floor(min(vals)) - 0.5, math.ceil(max(vals)) + 0.5
     left, top, plot_w, plot_h = 60, 60, 420, 300
-    w, h = left + plot_w + 230, top + plot_h + 60
+    w, h = left + plot_w + 300, top + plot_h + 60
 
     def x(i: int) -> float:
         return left + plot_w * (i + 0.5) / len(ranks)
@@ -1815,11 +1816,12 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
     parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 36}" text-anchor="middle">'
                  "rank k of each changed matrix</text>")
     ly = top + 10
-    for name, v in refs.items():
+    # references are told apart by their dash pattern and named in the legend (labels at their own
+    # height would overlap when two references lie close)
+    dashes = ("6,4", "2,3", "10,3,2,3")
+    for (name, v), dash in zip(refs.items(), itertools.cycle(dashes)):
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#555" '
-                     f'stroke-dasharray="5,4"><title>{name}: {v:.2f}</title></line>')
-        parts.append(f'<text x="{left + plot_w + 10}" y="{y(v) + 4:.1f}" font-size="11" fill="#555">'
-                     f"{name} {v:.2f}</text>")
+                     f'stroke-dasharray="{dash}"><title>{name}: {v:.2f}</title></line>')
     for part in summary["parts"]:
         colour = colours[part]
         seeds = [[100 * r["cut"][part][str(k)] for k in ranks] for r in summary["runs"]]
@@ -1835,6 +1837,11 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
         parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
                      f'stroke="{colour}" stroke-width="3"/>')
         parts.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}" font-size="12">{part} cut</text>')
+        ly += 18
+    for (name, v), dash in zip(refs.items(), itertools.cycle(dashes)):
+        parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
+                     f'stroke="#555" stroke-dasharray="{dash}"/>')
+        parts.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}" font-size="11" fill="#555">{name} {v:.2f}</text>')
         ly += 18
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
