@@ -1818,8 +1818,8 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
     ly = top + 10
     # references are told apart by their dash pattern and named in the legend (labels at their own
     # height would overlap when two references lie close)
-    dashes = ("6,4", "2,3", "10,3,2,3")
-    for (name, v), dash in zip(refs.items(), itertools.cycle(dashes)):
+    styled = list(zip(refs.items(), itertools.cycle(("6,4", "2,3", "10,3,2,3"))))
+    for (name, v), dash in styled:
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#555" '
                      f'stroke-dasharray="{dash}"><title>{name}: {v:.2f}</title></line>')
     for part in summary["parts"]:
@@ -1838,7 +1838,7 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
                      f'stroke="{colour}" stroke-width="3"/>')
         parts.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}" font-size="12">{part} cut</text>')
         ly += 18
-    for (name, v), dash in zip(refs.items(), itertools.cycle(dashes)):
+    for (name, v), dash in styled:
         parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
                      f'stroke="#555" stroke-dasharray="{dash}"/>')
         parts.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}" font-size="11" fill="#555">{name} {v:.2f}</text>')
