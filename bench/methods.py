@@ -526,6 +526,22 @@ def _positive_probs(model: Any, items: list[dict[str, Any]]) -> list[float]:
     return out
 
 
+def parse_task_lr(spec: str | None) -> dict[str, float]:
+    """``--task-lr``: ``sst2=1e-3`` fixes a task's lr for every configuration, ``full.sst2=1e-4``
+    for one configuration only (so one pool can run each configuration at its own picked lr)."""
+    out: dict[str, float] = {}
+    for kv in (spec or "").split(","):
+        if not kv.strip():
+            continue
+        key, sep, value = kv.strip().partition("=")
+        task = key.rpartition(".")[2]
+        config = key.rpartition(".")[0]
+        if not sep or task not in TASKS or (config and config not in CONFIGS):
+            raise SystemExit(f"--task-lr: {kv!r} is not TASK=LR or CONFIG.TASK=LR (tasks: {', '.join(TASKS)})")
+        out[key] = float(value)
+    return out
+
+
 def cmd_accuracy(args: argparse.Namespace) -> None:
     import hashlib
     import multiprocessing as mp
@@ -543,6 +559,8 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         hp["epochs"] = args.epochs
     if args.seed is not None:  # a second seed of the same protocol (init, shuffling, dropout masks)
         hp["seed"] = args.seed
+    # several seeds in one pool (each run records its own seed); None: the one seed of ``hp``
+    seeds: list[int | None] = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
     deadline = time.time() + args.deadline_s if args.deadline_s else None
     done: list[dict[str, Any]] = []
     for path in args.resume or []:  # runs finished by an earlier call are kept, not re-run
@@ -550,37 +568,41 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
             r = json.loads(line) if line.strip() else None
             if r and "error" not in r:
                 done.append(r)
-    have = {(r["task"], r["config"], r["lr"]) for r in done}
-    fixed = {t: float(v) for t, v in (kv.split("=") for kv in args.task_lr.split(","))} if args.task_lr else {}
+    have = {(r["task"], r["config"], r["lr"], r.get("seed")) for r in done}
+    fixed = parse_task_lr(args.task_lr)
 
     def grid(c: str, t: str) -> list[float]:
-        if t in fixed:
-            return [fixed[t]]
+        for key in (f"{c}.{t}", t):  # a configuration's own lr for the task wins over the task's
+            if key in fixed:
+                return [fixed[key]]
         return list(CONFIGS[c][2][: args.lrs] if args.lrs else CONFIGS[c][2])
 
-    jobs = [
-        {
-            "task": t,
-            "config": c,
-            "lr": lr,
-            "data": str(carry),
-            "base": str(base),
-            "sha": sha,
-            "device": args.device,
-            "hp": hp,
-            "threads": args.threads,
-            "deadline": deadline,
-            "predictions": args.predictions,
-            "keep_weights": args.keep_weights,
-        }
-        for c in configs
-        for t in tasks
-        for lr in grid(c, t)
-        if (t, c, lr) not in have
-    ]
-    # slowest first (full fine-tuning, MAM, prefix), so the tail of the pool is short
+    # seed by seed (a deadline then cuts whole seeds off the end, not a task here and there), and
+    # within a seed the slowest first (full fine-tuning, MAM, prefix), so the tail of the pool is short
     order = {"full": 0, "mam": 1, "prefix_tuning": 2}
-    jobs.sort(key=lambda j: order.get(j["config"], 3))
+    jobs = []
+    for seed in seeds:
+        run_hp = hp if seed is None else {**hp, "seed": seed}
+        todo = [(c, t, lr) for c in configs for t in tasks for lr in grid(c, t)
+                if (t, c, lr, run_hp.get("seed", HP["seed"])) not in have]
+        todo.sort(key=lambda ctl: order.get(ctl[0], 3))
+        jobs += [
+            {
+                "task": t,
+                "config": c,
+                "lr": lr,
+                "data": str(carry),
+                "base": str(base),
+                "sha": sha,
+                "device": args.device,
+                "hp": run_hp,
+                "threads": args.threads,
+                "deadline": deadline,
+                "predictions": args.predictions,
+                "keep_weights": args.keep_weights,
+            }
+            for c, t, lr in todo
+        ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial.jsonl")
@@ -592,6 +614,7 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         "hp": HP | hp,
         "device": args.device,
         "workers": args.workers,
+        "seeds": [s for s in seeds if s is not None] or [(HP | hp)["seed"]],
         "base_sha256": sha,
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -1900,11 +1923,12 @@ def main() -> None:
         "--task-lr",
         default=None,
         help="one fixed lr per task instead of the grid, e.g. sst2=1e-4,cola=1e-4,subj=5e-5 "
-        "(re-running a configuration at the lr another run picked)",
+        "(re-running a configuration at the lr another run picked); CONFIG.TASK=LR for one configuration",
     )
     p.add_argument("--max-steps", type=int, default=None, help="smoke tests only")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help=f"training seed (default {HP['seed']})")
+    p.add_argument("--seeds", default=None, help="several seeds in one pool, e.g. 43,44,45 (runs record theirs)")
     p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
     p.add_argument("--resume", nargs="*", help="partial .jsonl files of earlier calls: their runs are kept")
     p.add_argument("--predictions", action="store_true", help="keep each run's P(label 1) on the reported split")

@@ -329,3 +329,12 @@ def test_delta_cuts_each_part_and_recovers_the_trained_model_at_full_rank(
     assert some["parts"] == ["ffn_in", "ffn_out"] and set(some["runs"][0]["cut"]["ffn_in"]) == {"0", "384"}
     assert some["runs"][0]["cut"]["ffn_out"]["384"] == pytest.approx(run["trained"])
     assert some["runs"][0]["stats"] == {}
+
+
+def test_task_lr_takes_a_configuration_s_own_lr_and_refuses_unknown_names() -> None:
+    fixed = BENCH.parse_task_lr("sst2=1e-3,full.sst2=1e-4, cola=5e-4")
+    assert fixed == {"sst2": 1e-3, "full.sst2": 1e-4, "cola": 5e-4}
+    assert BENCH.parse_task_lr(None) == {}
+    for bad in ("mnli=1e-3", "nosuch.sst2=1e-3", "sst2"):
+        with pytest.raises(SystemExit, match="--task-lr"):
+            BENCH.parse_task_lr(bad)
