@@ -113,6 +113,14 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     # the same with the base's dropout kept: it matched full fine-tuning on SST-2's phrases and not on its
     # sentences, and Houlsby with the base's dropout carried phrases to sentences better than without
     "houlsby11_lora_ffn16": ("houlsby", {"bottleneck_size": 11}, ADAPTER_LRS),
+    # the two screens above as the registry offers them: Houlsby's own ffn_lora_rank/ffn_lora_out_rank
+    # options (same modules, ranks, alphas and draw order: a seed trains the same weights)
+    "houlsby11_ffnlora": ("houlsby", {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4}, ADAPTER_LRS),
+    "houlsby11_ffnlora_nodrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "base_dropout": False},
+        ADAPTER_LRS,
+    ),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
     "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),

@@ -121,20 +121,22 @@ class _LayerPoints:
     ffn_out: str
     ffn_block: str
     layer_norms: tuple[str, ...]
+    ffn_in: tuple[str, ...]  # the FFN's input projection(s), for Houlsby's ``ffn_lora_rank``
     bert_style: bool = False
 
 
 _KINDS: dict[str, _LayerPoints] = {
     "bert": _LayerPoints(
         "attention.output.dense", "output.dense", "output", ("attention.output.LayerNorm", "output.LayerNorm"),
-        bert_style=True,
+        ("intermediate.dense",), bert_style=True,
     ),
     "distilbert": _LayerPoints(
-        "attention.out_lin", "ffn.lin2", "ffn", ("sa_layer_norm", "output_layer_norm")
+        "attention.out_lin", "ffn.lin2", "ffn", ("sa_layer_norm", "output_layer_norm"), ("ffn.lin1",)
     ),
-    "gpt2": _LayerPoints("attn.c_proj", "mlp.c_proj", "mlp", ("ln_1", "ln_2")),
+    "gpt2": _LayerPoints("attn.c_proj", "mlp.c_proj", "mlp", ("ln_1", "ln_2"), ("mlp.c_fc",)),
     "llama": _LayerPoints(
-        "self_attn.o_proj", "mlp.down_proj", "mlp", ("input_layernorm", "post_attention_layernorm")
+        "self_attn.o_proj", "mlp.down_proj", "mlp", ("input_layernorm", "post_attention_layernorm"),
+        ("mlp.gate_proj", "mlp.up_proj"),
     ),
 }
 
@@ -149,7 +151,8 @@ def _has(module: nn.Module, path: str) -> bool:
 
 def _layer_kind(layer: nn.Module) -> str | None:
     for kind, points in _KINDS.items():
-        if all(_has(layer, p) for p in (points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms)):
+        paths = (points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms, *points.ffn_in)
+        if all(_has(layer, p) for p in paths):
             return kind
     return None
 
@@ -256,6 +259,24 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
             for path in points.layer_norms:
                 trainable.extend(layer.get_submodule(path).parameters())
     return trainable
+
+
+def ffn_lora_targets(model: nn.Module, cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Full module names (in ``model``, after :func:`inject_bottleneck`) of the FFN input and output
+    projections of every adapted layer, for Houlsby's FFN LoRA. The output projection is the one
+    the adapter wraps (``base_layer``): the adapter then sees ``dense(x) + LoRA(x)``, as it would
+    see a fine-tuned ``dense(x)``."""
+    name, layers = find_layers(model)
+    skip = int(cfg.get("skip_layers", 0))
+    ins: list[str] = []
+    outs: list[str] = []
+    for index, layer in enumerate(layers):
+        if index < skip:
+            continue
+        points = _KINDS[str(_layer_kind(layer))]
+        ins.extend(f"{name}.{index}.{p}" for p in points.ffn_in)
+        outs.append(f"{name}.{index}.{points.ffn_out}.base_layer")
+    return ins, outs
 
 
 def check_bottleneck_supported(model: nn.Module) -> None:

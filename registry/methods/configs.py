@@ -67,6 +67,17 @@ class HoulsbyConfig(BottleneckConfig):
     The up-projection starts at zero, so a fresh adapter is exactly the identity."""
 
     non_linearity: str = _f("swish", "activation inside the bottleneck", choices=NON_LINEARITIES)
+    # Full fine-tuning's lead over Houlsby on SST-2 sits in its FFN weights, and its change there is of
+    # rank about 16 on the FFN input and 4 on its output (docs/benchmarks.md, "Full-rank FFN updates"):
+    # a LoRA there (Hu et al. 2021, built with PEFT) gives the adapters that change.
+    ffn_lora_rank: int = _f(
+        0, "rank of a LoRA (Hu et al. 2021, via PEFT; alpha = 2 x rank) on the FFN input projection of "
+        "every adapted layer; 0: none", min=0, max=4096,
+    )
+    ffn_lora_out_rank: int = _f(
+        0, "rank of a LoRA (alpha = 2 x rank) on the FFN output projection of every adapted layer, "
+        "under its adapter; 0: none", min=0, max=4096,
+    )
 
 
 @dataclass(frozen=True)

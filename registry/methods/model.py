@@ -348,9 +348,13 @@ class AdaptedModel(nn.Module):
         adapter_dir = Path(adapter_dir)
         _check_adapter_dir(adapter_dir)
         meta = meta if meta is not None else read_adapter_meta(adapter_dir)
+        recorded = dict(meta)
+        if recorded.get("method") == self.method:
+            # normalised: an artifact written before an option existed records no value for it
+            recorded["method_config"] = validate_method_config(self.method, recorded.get("method_config") or {})
         for key, mine in (("method", self.method), ("method_config", self.method_config),
                           ("task_type", self.task_type), ("labels", self.labels)):
-            if meta.get(key) != mine:
+            if recorded.get(key) != mine:
                 raise InvalidInput(f"artifact {key} {meta.get(key)!r} differs from the model's {mine!r}",
                                    field="adapter")
         if self._merged:
@@ -486,17 +490,32 @@ def build_adapted_model(
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidInput(f"{method} cannot be applied to {model_type!r}: {exc}", field="method_config") from exc
         peft_kind = "prompt" if is_prompt_learning(method, cfg) else "tuner"
-    # One pass decides what trains: what PEFT marked trainable, plus our modules.
-    trainable_ids = {id(p) for p in backbone.parameters() if p.requires_grad} | {id(p) for p in ours}
-    for p in backbone.parameters():
-        p.requires_grad_(id(p) in trainable_ids)
-
     hidden = int(hf_config.hidden_size)
     head: TaskHead | None = None
     if task_type in CLASSIFICATION_TASKS:
         head = TaskHead(hidden, len(labels))
     elif task_type == "regression":
         head = TaskHead(hidden, 1)
+    if method == "houlsby" and (cfg["ffn_lora_rank"] or cfg["ffn_lora_out_rank"]):
+        # Houlsby + LoRA on the FFN: PEFT wraps the base that already holds our adapters. Attached
+        # after the head is drawn, so a seed gives the same weights as the benchmark screen that
+        # measured this configuration (bench/methods.py, houlsby11_lora_ffn16). The artifact stores
+        # every trainable tensor under its module path, as for ``mam``.
+        from peft import get_peft_model
+
+        from registry.methods.bottleneck import ffn_lora_targets
+        from registry.methods.peft_methods import ffn_lora_config
+
+        ins, outs = ffn_lora_targets(base, cfg)
+        try:
+            backbone = get_peft_model(base, ffn_lora_config(cfg, ins, outs, causal=causal))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInput(f"ffn_lora cannot be applied to {model_type!r}: {exc}",
+                               field="method_config.ffn_lora_rank") from exc
+    # One pass decides what trains: what PEFT marked trainable, plus our modules.
+    trainable_ids = {id(p) for p in backbone.parameters() if p.requires_grad} | {id(p) for p in ours}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) in trainable_ids)
     base_info = {"name": base_name, "sha256": base_sha256, "model_type": model_type, "hidden_size": hidden}
     model = AdaptedModel(
         base=base, backbone=backbone, head=head, tokenizer=tokenizer, task_type=task_type, labels=labels,

@@ -78,3 +78,27 @@ def make_peft_config(method: str, cfg: dict[str, Any], *, model_type: str, causa
         return config_cls(task_type=task_type, **kwargs)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"invalid {peft_type} config: {exc}", field="method_config") from exc
+
+
+def ffn_lora_config(cfg: dict[str, Any], ins: list[str], outs: list[str], *, causal: bool) -> Any:
+    """PEFT's LoRA for Houlsby's ``ffn_lora_rank``/``ffn_lora_out_rank``: rank r with alpha = 2r (the
+    registry's LoRA default ratio) on the FFN input projections ``ins`` and output projections
+    ``outs`` (full module names), each group at its own rank."""
+    import re
+
+    import peft
+
+    in_rank, out_rank = int(cfg.get("ffn_lora_rank", 0)), int(cfg.get("ffn_lora_out_rank", 0))
+    targets = (ins if in_rank else []) + (outs if out_rank else [])
+    r = in_rank or out_rank
+    # PEFT matches pattern keys as regexes against the end of a module name: exact, escaped names
+    ranks = {re.escape(n): out_rank for n in outs} if in_rank and out_rank and out_rank != in_rank else {}
+    return peft.LoraConfig(
+        task_type=peft.TaskType.CAUSAL_LM if causal else peft.TaskType.FEATURE_EXTRACTION,
+        r=r,
+        lora_alpha=2 * r,
+        lora_dropout=0.0,
+        target_modules=targets,
+        rank_pattern=ranks,
+        alpha_pattern={k: 2 * v for k, v in ranks.items()},
+    )

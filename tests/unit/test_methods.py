@@ -32,7 +32,11 @@ METHODS: dict[str, tuple[dict[str, Any], bool, bool]] = {
     "prefix_tuning": ({"num_virtual_tokens": 4}, False, False),
     "mam": ({"num_virtual_tokens": 4}, False, False),
     "peft": ({"peft_type": "LOHA", "r": 4, "target_modules": None}, True, True),
+    # Houlsby with PEFT's LoRA on the FFN projections (B = 0 and up = 0: still the identity)
+    "houlsby+ffn_lora": ({"bottleneck_size": 4, "ffn_lora_rank": 4, "ffn_lora_out_rank": 2}, True, False),
 }
+# rows of the table that are a configuration of another method
+VARIANT_OF = {"houlsby+ffn_lora": "houlsby"}
 LOHA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
                 "gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}
 
@@ -43,7 +47,7 @@ CASES = [
     for task in (("single_label", "causal_lm") if arch in ("gpt2", "llama") else ("single_label",))
     if not (method in ("prefix_tuning", "mam") and arch in NO_PREFIX)
 ]
-assert set(METHODS) == set(METHOD_NAMES)
+assert {VARIANT_OF.get(m, m) for m in METHODS} == set(METHOD_NAMES)
 
 TEXTS = ["the movie was very good", "the film was awful", "a great fun film", "this is boring",
          "not bad", "it was very very good", "the cat sat on the mat", "i was bored"]
@@ -65,7 +69,7 @@ def build(tiny_models: dict[str, Path], method: str, arch: str, task: str, *, sh
     torch.manual_seed(0)
     cfg = {**method_config(method, arch), **extra}
     labels = ["neg", "pos"] if task == "single_label" else []
-    return build_adapted_model(tiny_models[arch], task_type=task, labels=labels, method=method,
+    return build_adapted_model(tiny_models[arch], task_type=task, labels=labels, method=VARIANT_OF.get(method, method),
                                method_config=cfg, base_sha256=sha, base_name="tiny")
 
 
@@ -163,7 +167,7 @@ def test_base_unchanged_and_save_load_identical(tiny_models: dict[str, Path], tm
     assert {"adapter_config.json", "adapter_model.safetensors"} <= names
     assert ("head.safetensors" in names) == (task != "causal_lm")
     meta = read_adapter_meta(tmp_path / "a")
-    assert meta["method"] == method and meta["base_model"]["sha256"] == "sha-A"
+    assert meta["method"] == VARIANT_OF.get(method, method) and meta["base_model"]["sha256"] == "sha-A"
     assert meta["metadata"] == {"note": "test"} and meta["task_type"] == task
 
     loaded = load_adapted_model(tiny_models[arch], tmp_path / "a", base_sha256="sha-A")
@@ -233,6 +237,59 @@ def test_peft_loads_lora_and_ia3_artifacts(tiny_models: dict[str, Path], tmp_pat
         assert torch.allclose(got, backbone_output(model, enc), atol=1e-6, rtol=0)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert cfg["peft_type"] == method.upper()
+
+
+@pytest.mark.parametrize(("arch", "ins", "out"), [
+    ("bert", ("intermediate.dense",), "output.dense.base_layer"),
+    ("distilbert", ("ffn.lin1",), "ffn.lin2.base_layer"),
+    ("llama", ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj.base_layer"),
+])
+def test_houlsby_ffn_lora_sits_on_the_ffn_of_adapted_layers_at_its_ranks(
+    tiny_models: dict[str, Path], arch: str, ins: tuple[str, ...], out: str
+) -> None:
+    model = build(tiny_models, "houlsby", arch, "single_label", bottleneck_size=4, skip_layers=1,
+                  ffn_lora_rank=6, ffn_lora_out_rank=3)
+    lora = {n: tuple(p.shape) for n, p in model.backbone.named_parameters() if "lora_" in n and p.requires_grad}
+    assert lora and not any(".0." in n for n in lora)  # the skipped layer has neither adapter nor LoRA
+    hidden, inner = 32, 64
+    for path in ins:  # rank 6 on the FFN input projection(s), rank 3 under the output adapter
+        (a,) = [v for n, v in lora.items() if f".1.{path}.lora_A." in n]
+        (b,) = [v for n, v in lora.items() if f".1.{path}.lora_B." in n]
+        assert (a, b) == ((6, hidden), (inner, 6))
+    (a,) = [v for n, v in lora.items() if f".1.{out}.lora_A." in n]
+    assert a == (3, inner)
+    assert len(lora) == 2 * (len(ins) + 1)
+    # alpha = 2 x rank on each group: PEFT's scaling is 2 everywhere
+    scales = {m.scaling["default"] for m in model.backbone.modules() if hasattr(m, "lora_A") and m.lora_A}
+    assert scales == {2.0}
+    # only the output LoRA, at its own rank
+    only_out = build(tiny_models, "houlsby", arch, "single_label", bottleneck_size=4, ffn_lora_out_rank=2)
+    names = [n for n, p in only_out.backbone.named_parameters() if "lora_A" in n]
+    assert len(names) == 2 and all(out in n for n in names)
+
+
+def test_artifact_from_before_an_option_existed_still_loads(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """A Houlsby artifact written before ``ffn_lora_rank`` existed records no value for it: it loads,
+    into a fresh model and into one already holding the base, with the new options at their defaults."""
+    from registry.methods import META_NAMESPACE
+    from registry.methods.model import load_adapted_model
+
+    model = build(tiny_models, "houlsby", "bert", "single_label")
+    train_steps(model, "single_label")
+    model.save(tmp_path / "a", metadata={})
+    path = tmp_path / "a" / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    recorded = cfg["auto_mapping"][META_NAMESPACE]["method_config"]
+    del recorded["ffn_lora_rank"], recorded["ffn_lora_out_rank"]
+    path.write_text(json.dumps(cfg))
+    loaded = load_adapted_model(tiny_models["bert"], tmp_path / "a")
+    assert loaded.method_config == model.method_config
+    fresh = build(tiny_models, "houlsby", "bert", "single_label")
+    fresh.load_adapter_weights(tmp_path / "a")
+    enc, _ = batch(model, "single_label")
+    with torch.no_grad():
+        assert torch.allclose(model(**enc), fresh(**enc), atol=1e-6, rtol=0)
+        assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
 
 
 def test_skip_layers_stops_backward_early(tiny_models: dict[str, Path]) -> None:
@@ -421,6 +478,9 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("lora", {"r": 0}, "method_config.r"),
         ("lora", {"lora_dropout": 1.5}, "method_config.lora_dropout"),
         ("houlsby", {"base_dropout": "no"}, "method_config.base_dropout"),
+        ("houlsby", {"ffn_lora_rank": -1}, "method_config.ffn_lora_rank"),
+        ("houlsby", {"ffn_lora_out_rank": 1.5}, "method_config.ffn_lora_out_rank"),
+        ("pfeiffer", {"ffn_lora_rank": 4}, "method_config.ffn_lora_rank"),
         ("lora", {"target_modules": []}, "method_config.target_modules"),
         ("lora", {"target_modules": ["../x y"]}, "method_config.target_modules"),
         ("lora", {"bias": "some"}, "method_config.bias"),
@@ -448,7 +508,7 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
     assert validate_method_config("scaled_parallel", {})["scaling"] == 4.0
     assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
-        "train_layer_norms": False, "base_dropout": True,
+        "train_layer_norms": False, "base_dropout": True, "ffn_lora_rank": 0, "ffn_lora_out_rank": 0,
     }
     assert validate_method_config("houlsby", {"base_dropout": False})["base_dropout"] is False
     assert validate_method_config("peft", {"peft_type": "loha", "r": 4}) == {"peft_type": "LOHA", "r": 4}

@@ -137,6 +137,8 @@ def _build_model(spec: TrainSpec, device: torch.device) -> Any:
     parent = read_adapter_meta(spec.parent_adapter_dir)
     if parent["method"] != spec.method:
         raise InvalidInput(f"parent adapter uses method {parent['method']!r}, not {spec.method!r}", field="method")
+    # both normalised: a parent written before an option existed records no value for it
+    parent["method_config"] = validate_method_config(spec.method, parent["method_config"] or {})
     if spec.method_config and validate_method_config(spec.method, spec.method_config) != parent["method_config"]:
         raise InvalidInput("method_config differs from the parent adapter's", field="method_config")
     if parent["task_type"] != spec.task_type:
