@@ -73,8 +73,13 @@ def make_engine(settings: Settings) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
+    connect_args: dict[str, Any] = {}
+    if _idle_transaction_timeout_s:
+        ms = max(1, int(_idle_transaction_timeout_s * 1000))
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
     return create_engine(url, pool_pre_ping=True, pool_size=settings.db_pool_size,
-                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_s)
+                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_s,
+                         connect_args=connect_args)
 
 
 def make_read_engine(settings: Settings) -> Engine:
@@ -93,6 +98,7 @@ def make_read_engine(settings: Settings) -> Engine:
 
 _engines: dict[str, Engine] = {}
 _read_engines: dict[str, Engine] = {}
+_idle_transaction_timeout_s: float | None = None  # see set_idle_transaction_timeout
 _makers: dict[tuple[str, bool], sessionmaker[Session]] = {}
 _lock = threading.Lock()
 
@@ -139,6 +145,19 @@ def dispose_engines() -> None:
         _engines.clear()
         _read_engines.clear()
         _makers.clear()
+
+
+def set_idle_transaction_timeout(seconds: float | None) -> None:
+    """PostgreSQL: end this process's sessions that sit idle inside a transaction for ``seconds``
+    (``idle_in_transaction_session_timeout``; None turns it off). Worker processes set it (to the
+    heartbeat timeout): a worker frozen mid-transaction (SIGSTOP, a paused VM, a stuck thread) would
+    otherwise hold its job's row lock until it resumes, and the reaper's ``FOR UPDATE SKIP LOCKED``
+    would skip that job on every pass, leaving it ``running`` forever. Not for the API, whose request
+    transactions stay open while uploads stream. Applies to engines made afterwards, so the existing
+    ones are disposed; call it before forking."""
+    global _idle_transaction_timeout_s
+    _idle_transaction_timeout_s = seconds if seconds and seconds > 0 else None
+    dispose_engines()
 
 
 def forget_inherited_connections() -> None:

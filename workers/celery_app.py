@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from registry.queue import broker_options
 from registry.settings import Settings, get_settings
@@ -82,6 +82,16 @@ def effective_settings(celery_app: Celery = app) -> dict[str, Any]:
         "broker_connection_max_retries": conf.broker_connection_max_retries,
         "max_job_seconds": settings.max_job_seconds,
     }
+
+
+@worker_init.connect
+def _limit_idle_transactions(**_: object) -> None:
+    """Before the pool forks (children inherit it): PostgreSQL ends a worker transaction left idle for
+    longer than the heartbeat timeout, so a frozen worker cannot hold its job's row lock and keep the
+    reaper from requeueing the job (see registry.db.set_idle_transaction_timeout)."""
+    from registry.db import set_idle_transaction_timeout
+
+    set_idle_transaction_timeout(settings.heartbeat_timeout_s)
 
 
 @worker_process_init.connect

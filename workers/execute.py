@@ -101,6 +101,11 @@ class JobLogHandler(logging.Handler):
             out, self.lines = self.lines, []
         return out
 
+    def put_back(self, lines: list[str]) -> None:
+        """Lines a failed write drained: first in line for the next one."""
+        with self._buf_lock:
+            self.lines[:0] = lines
+
 
 def _claim(settings: Settings, job_id: int) -> JobContext | str:
     token = uuid.uuid4().hex
@@ -221,31 +226,40 @@ class ProgressWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Best effort, like the heartbeat: a database error (a blip, or the server ending this
+        worker's transaction after it sat frozen) must not fail the training; the next write retries."""
         self.last_write = time.monotonic()
         progress = {**self.latest, "history": self.history, "eval": self.evals}
         new_lines = self.logs.drain()
-        with session_scope(self.settings) as session:
-            job = session.get(Job, self.ctx.job_id)
-            if job is None or job.lease_token != self.ctx.token:
-                return
-            job.progress = progress
-            for line in new_lines:
-                append_log(job, line)
+        try:
+            with session_scope(self.settings) as session:
+                job = session.get(Job, self.ctx.job_id)
+                if job is None or job.lease_token != self.ctx.token:
+                    return
+                job.progress = progress
+                for line in new_lines:
+                    append_log(job, line)
+        except Exception:
+            log.exception("job %d: writing progress failed", self.ctx.job_id)
+            self.logs.put_back(new_lines)
 
 
 def _finish(settings: Settings, ctx: JobContext, state: JobState, *, code: str | None = None,
-            message: str | None = None) -> None:
+            message: str | None = None) -> bool:
+    """Record the end of the attempt; False if the lease was already lost (nothing written)."""
     with session_scope(settings) as session:
         values: dict[str, Any] = {"state": state.value, "finished_at": _now(), "lease_token": None}
         if code:
             values.update(error_code=code, error_message=(message or "")[:4000])
         # Only while we still hold the lease: the reaper may already have handed the job on.
         res = session.execute(update(Job).where(Job.id == ctx.job_id, Job.lease_token == ctx.token).values(**values))
-        if res.rowcount:  # type: ignore[attr-defined]
-            job = session.get(Job, ctx.job_id)
-            if job is not None:
-                session.refresh(job)
-                append_log(job, f"{state.value}" + (f": {message}" if message else ""))
+        if not res.rowcount:  # type: ignore[attr-defined]
+            return False
+        job = session.get(Job, ctx.job_id)
+        if job is not None:
+            session.refresh(job)
+            append_log(job, f"{state.value}" + (f": {message}" if message else ""))
+        return True
 
 
 def _describe_error(exc: BaseException) -> tuple[str, str]:
@@ -349,8 +363,12 @@ def execute_job(job_id: int, settings: Settings | None = None) -> str:
         return "lease_lost"
     except Exception as exc:
         code, message = _describe_error(exc)
+        if not _finish(settings, ctx, JobState.failed, code=code, message=message):
+            # The reaper took the job away meanwhile (e.g. PostgreSQL ended this worker's transaction
+            # after it sat frozen past the heartbeat timeout): the error is ours, the job is not.
+            log.warning("job %d: lease lost; not registered (%s)", job_id, message, exc_info=True)
+            return "lease_lost"
         log.exception("job %d failed: %s", job_id, message)
-        _finish(settings, ctx, JobState.failed, code=code, message=message)
         return "failed"
     finally:
         monitor.close()

@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from registry.db import session_scope
+from registry.db import session_scope, set_idle_transaction_timeout
 from registry.jobs import service as jobs
 from registry.settings import Settings, get_settings
 from registry.storage import ArtifactStore, LocalStore, get_store, sha256_of_key
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    set_idle_transaction_timeout(settings.heartbeat_timeout_s)  # as in a worker: no lock held forever
     if args.once:
         log.info("jobs: %s; orphans removed: %s", reap_once(settings), reap_orphans(settings))
         return

@@ -33,11 +33,19 @@ def list_page(
     return paginate(session, stmt, sort_col=Job.id, id_col=Job.id, descending=True, limit=limit, cursor=cursor)
 
 
-def stale_running(session: Session, *, older_than: datetime) -> list[Job]:
-    return list(session.scalars(
-        select(Job).where(Job.state == JobState.running.value, Job.heartbeat_at < older_than)
+def stale_running(session: Session, *, older_than: datetime) -> tuple[list[Job], list[int]]:
+    """Running jobs whose heartbeat is older than ``older_than``, locked (``SKIP LOCKED``), and the
+    ids of those skipped because another transaction holds their row lock."""
+    stale = select(Job.id).where(Job.state == JobState.running.value, Job.heartbeat_at < older_than)
+    ids = list(session.scalars(stale))
+    if not ids:
+        return [], []
+    locked = list(session.scalars(
+        select(Job).where(Job.id.in_(ids), Job.state == JobState.running.value, Job.heartbeat_at < older_than)
         .with_for_update(skip_locked=True)
     ))
+    taken = {j.id for j in locked}
+    return locked, [i for i in ids if i not in taken]
 
 
 def queued_older_than(session: Session, *, older_than: datetime) -> list[Job]:

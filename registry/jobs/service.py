@@ -169,7 +169,11 @@ def reap(session: Session, settings: Settings) -> dict[str, list[int]]:
     now = _now()
     requeued: list[int] = []
     failed: list[int] = []
-    stale = repo.stale_running(session, older_than=now - timedelta(seconds=settings.heartbeat_timeout_s))
+    stale, skipped = repo.stale_running(session, older_than=now - timedelta(seconds=settings.heartbeat_timeout_s))
+    if skipped:
+        # Another reaper's pass, or a worker stopped inside a transaction on the row (it is ended
+        # after the heartbeat timeout, see registry.db.set_idle_transaction_timeout): retried next pass.
+        log.warning("reaper: stale jobs %s are row-locked by another transaction; skipped this pass", skipped)
     for job in stale:
         job.lease_token = None  # fences the lost worker: it can no longer register a version
         if job.cancel_requested:

@@ -75,14 +75,15 @@ def job(client: TestClient, job_id: int) -> dict[str, Any]:
 
 
 def wait_for(client: TestClient, job_id: int, pred: Callable[[dict[str, Any]], bool], *, timeout: float,
-             what: str = "") -> dict[str, Any]:
+             what: str = "", diagnose: Callable[[], str] | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     j = job(client, job_id)
     while not pred(j):
         if time.monotonic() > deadline:
             brief = {k: v for k, v in j.items() if k not in ("progress", "hyperparameters", "method_config")}
             brief["step"] = j["progress"].get("step")
-            raise AssertionError(f"job {job_id}: timed out after {timeout}s waiting for {what}: {brief}")
+            extra = f"\n{diagnose()}" if diagnose else ""
+            raise AssertionError(f"job {job_id}: timed out after {timeout}s waiting for {what}: {brief}{extra}")
         time.sleep(0.2)
         j = job(client, job_id)
     return j
@@ -92,6 +93,33 @@ def versions(client: TestClient, task: str = "sent") -> list[dict[str, Any]]:
     r = client.get(f"/api/tasks/{task}/versions")
     assert r.status_code == 200, r.text
     return list(r.json()["items"])
+
+
+def pg_activity(st: Stack) -> list[tuple[Any, ...]]:
+    """The test database's sessions: pid, state, transaction id (set once it wrote: it holds row
+    locks), what it waits on, its last statement."""
+    import psycopg
+
+    url = st.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT pid, state, backend_xid::text, wait_event_type, wait_event, left(query, 70) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+
+
+def diagnostics(st: Stack, *workers: str) -> Callable[[], str]:
+    """For a timed-out wait: the workers' log tails and, on PostgreSQL, who holds what."""
+
+    def text() -> str:
+        parts = [f"--- worker {w} log tail:\n{st.worker_log(w)[-3000:]}" for w in workers]
+        if not st.settings.is_sqlite:
+            try:
+                parts.append(f"--- pg_stat_activity: {pg_activity(st)}")
+            except Exception as exc:
+                parts.append(f"--- pg_stat_activity failed: {exc!r}")
+        return "\n".join(parts)
+
+    return text
 
 
 def signal_worker(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -239,10 +267,16 @@ def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny
     signal_worker(w1, signal.SIGSTOP)
     try:
         st.start_worker(pool="prefork", name="w2")
-        final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=120, what="terminal state")
+        final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=120, what="terminal state",
+                         diagnose=diagnostics(st, "w2", "w1"))
     finally:
         signal_worker(w1, signal.SIGCONT)
     assert final["state"] == "succeeded" and final["attempts"] == 2, final["logs"]
+    _assert_twin_registers_nothing(st, client, j["id"])
+    kill_workers(st)
+
+
+def _assert_twin_registers_nothing(st: Stack, client: TestClient, job_id: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the thawed twin notices its lost lease and stops
         log = st.worker_log("w1")
@@ -253,7 +287,52 @@ def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny
         raise AssertionError(f"worker 1 never noticed its lost lease: {st.worker_log('w1')[-2000:]}")
     time.sleep(1)
     assert [v["version"] for v in versions(client)] == [1]
-    assert job(client, j["id"])["state"] == "succeeded"
+    assert job(client, job_id)["state"] == "succeeded"
+
+
+def test_worker_frozen_inside_a_transaction_is_still_reaped(stack_factory: Any, tiny_bert: Path,
+                                                             tmp_path: Path) -> None:
+    """Worker 1 is SIGSTOPped at the worst moment: inside a transaction that updated the job row
+    (heartbeat or progress write), so it holds the row lock and never commits. The reaper's
+    ``SKIP LOCKED`` skips a locked row, so until the fix the job stayed ``running`` forever (the CI
+    flake of the test above). PostgreSQL now ends a worker transaction idle for the heartbeat timeout,
+    the lock goes, and worker 2's reaper requeues the job.
+
+    To hit that moment every time, a trigger makes those UPDATEs take 0.2 s: the test sees one
+    running and stops the worker; the UPDATE completes and the transaction stays open."""
+    import psycopg
+
+    st = stack_factory(db="postgres", **FAULT)
+    url = st.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION slow_job_write() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER slow_job_write BEFORE UPDATE OF heartbeat_at, progress ON jobs "
+                     "FOR EACH ROW EXECUTE FUNCTION slow_job_write()")
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    w1 = st.start_worker(pool="prefork", name="w1")
+    j = submit(client, ds, SLOW_HP)
+    wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
+             timeout=60, what="training progress")
+
+    deadline = time.monotonic() + 30
+    while not any(r[1] == "active" and str(r[5]).startswith("UPDATE jobs") for r in pg_activity(st)):
+        assert time.monotonic() < deadline, f"worker 1 wrote nothing to its job: {pg_activity(st)}"
+    signal_worker(w1, signal.SIGSTOP)
+    held: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + 5
+    while not held and time.monotonic() < deadline:  # the UPDATE finishes; its transaction stays open
+        held = [r for r in pg_activity(st) if r[1] == "idle in transaction" and r[2] is not None]
+    assert held, f"worker 1 holds no open write transaction: {pg_activity(st)}"
+    try:
+        st.start_worker(pool="prefork", name="w2")
+        final = wait_for(client, j["id"], lambda x: x["state"] in TERMINAL, timeout=120, what="terminal state",
+                         diagnose=diagnostics(st, "w2", "w1"))
+    finally:
+        signal_worker(w1, signal.SIGCONT)
+    assert final["state"] == "succeeded" and final["attempts"] == 2, (held, final["logs"])
+    _assert_twin_registers_nothing(st, client, j["id"])
     kill_workers(st)
 
 
@@ -467,6 +546,44 @@ def test_reaper_counts_attempts_fails_with_reason_and_resends_lost_messages(
                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-2000:]
     assert job(client, ids[0])["state"] == "queued" and job(client, ids[0])["attempts"] == 2
+
+
+def test_reaper_skips_a_row_locked_job_until_the_holders_idle_transaction_is_ended(
+        stack_factory: Any, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """In-process, no worker: a stale running job whose row is locked by a worker-side transaction
+    left open (a frozen worker) is skipped by the reaper, which says so; with the worker setting
+    (``set_idle_transaction_timeout``) PostgreSQL ends that transaction and the next pass requeues."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    import registry.jobs.service as jobs_service
+    from registry.db import new_session, set_idle_transaction_timeout
+    from registry.models import Job
+    from workers.reaper import reap_once
+
+    st = stack_factory(db="postgres", **FAULT)
+    client = api(st)
+    ds = setup_task(client, tiny_bert, tmp_path)
+    monkeypatch.setattr(jobs_service, "send_training_job", lambda job_id, **_: None)
+    job_id = submit(client, ds, FAST_HP)["id"]
+    _age_job(st, job_id, state="running", attempts=1, lease_token="frozen",
+             heartbeat_at=datetime.now(UTC) - timedelta(hours=1))
+    set_idle_transaction_timeout(1.0)
+    try:
+        frozen = new_session(st.settings)
+        frozen.execute(update(Job).where(Job.id == job_id).values(progress={"step": 1}))  # row lock, no commit
+        with caplog.at_level("WARNING", logger="registry.jobs.service"):
+            assert reap_once(st.settings)["requeued"] == []
+        assert f"stale jobs [{job_id}] are row-locked" in caplog.text
+        time.sleep(2.0)  # past the idle timeout: the server ends the frozen session
+        assert reap_once(st.settings)["requeued"] == [job_id]
+        with contextlib.suppress(Exception):
+            frozen.close()
+    finally:
+        set_idle_transaction_timeout(None)
+    assert job(client, job_id)["state"] == "queued"
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
