@@ -68,6 +68,17 @@ def submit(client: TestClient, ds_id: int, hp: dict[str, Any] | None = None, *, 
     return dict(r.json())
 
 
+def start_slow_job(st: Stack, base_dir: Path, tmp: Path) -> tuple[TestClient, dict[str, Any], Any, dict[str, Any]]:
+    """Worker ``w1`` (prefork) training a slow job, caught mid-training: (client, job, w1, running job)."""
+    client = api(st)
+    ds = setup_task(client, base_dir, tmp)
+    w1 = st.start_worker(pool="prefork", name="w1")
+    j = submit(client, ds, SLOW_HP)
+    running = wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
+                       timeout=60, what="training progress")
+    return client, j, w1, running
+
+
 def job(client: TestClient, job_id: int) -> dict[str, Any]:
     r = client.get(f"/api/jobs/{job_id}")
     assert r.status_code == 200, r.text
@@ -195,12 +206,7 @@ def test_sigkill_worker_mid_training_requeues_then_succeeds(stack_factory: Any, 
     timeout the reaper (in the surviving worker's main process) requeues the job; the second worker
     trains it; exactly one version; attempts counted in the row."""
     st = stack_factory(**FAULT)
-    client = api(st)
-    ds = setup_task(client, tiny_bert, tmp_path)
-    w1 = st.start_worker(pool="prefork", name="w1")
-    j = submit(client, ds, SLOW_HP)
-    wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
-             timeout=60, what="training progress")
+    client, j, w1, _ = start_slow_job(st, tiny_bert, tmp_path)
     signal_worker(w1, signal.SIGKILL)
     killed_at = time.monotonic()
     w1.wait(10)
@@ -227,12 +233,7 @@ def test_sigkill_of_the_pool_child_only(stack_factory: Any, tiny_bert: Path, tmp
     process declares the heartbeat lost and requeues; a fresh child trains it. One worker, one
     version, two attempts."""
     st = stack_factory(**FAULT)
-    client = api(st)
-    ds = setup_task(client, tiny_bert, tmp_path)
-    w1 = st.start_worker(pool="prefork", name="w1")
-    j = submit(client, ds, SLOW_HP)
-    running = wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
-                       timeout=60, what="training progress")
+    client, j, w1, running = start_slow_job(st, tiny_bert, tmp_path)
     from registry.db import session_scope
     from registry.models import Job
 
@@ -258,12 +259,7 @@ def test_redelivered_twin_registers_exactly_one_version(stack_factory: Any, tiny
     and carries on with a stale lease: it must register nothing. On PostgreSQL, where the lease check
     takes a real row lock."""
     st = stack_factory(db="postgres", **FAULT)
-    client = api(st)
-    ds = setup_task(client, tiny_bert, tmp_path)
-    w1 = st.start_worker(pool="prefork", name="w1")
-    j = submit(client, ds, SLOW_HP)
-    wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
-             timeout=60, what="training progress")
+    client, j, w1, _ = start_slow_job(st, tiny_bert, tmp_path)
     signal_worker(w1, signal.SIGSTOP)
     try:
         st.start_worker(pool="prefork", name="w2")
@@ -309,12 +305,7 @@ def test_worker_frozen_inside_a_transaction_is_still_reaped(stack_factory: Any, 
                      "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$")
         conn.execute("CREATE TRIGGER slow_job_write BEFORE UPDATE OF heartbeat_at, progress ON jobs "
                      "FOR EACH ROW EXECUTE FUNCTION slow_job_write()")
-    client = api(st)
-    ds = setup_task(client, tiny_bert, tmp_path)
-    w1 = st.start_worker(pool="prefork", name="w1")
-    j = submit(client, ds, SLOW_HP)
-    wait_for(client, j["id"], lambda x: x["state"] == "running" and (x["progress"].get("step") or 0) > 0,
-             timeout=60, what="training progress")
+    client, j, w1, _ = start_slow_job(st, tiny_bert, tmp_path)
 
     deadline = time.monotonic() + 30
     while not any(r[1] == "active" and str(r[5]).startswith("UPDATE jobs") for r in pg_activity(st)):
