@@ -349,8 +349,9 @@ class AdaptedModel(nn.Module):
         _check_adapter_dir(adapter_dir)
         meta = meta if meta is not None else read_adapter_meta(adapter_dir)
         recorded = dict(meta)
-        if recorded.get("method") == self.method:
-            # normalised: an artifact written before an option existed records no value for it
+        if recorded.get("method") == self.method and recorded.get("method_config") != self.method_config:
+            # normalised (only on a mismatch: this is the task-switch path): an artifact written
+            # before an option existed records no value for it
             recorded["method_config"] = validate_method_config(self.method, recorded.get("method_config") or {})
         for key, mine in (("method", self.method), ("method_config", self.method_config),
                           ("task_type", self.task_type), ("labels", self.labels)):
