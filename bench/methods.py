@@ -1212,11 +1212,29 @@ def filter_table(
     return out
 
 
+def same_as(
+    table: dict[tuple[str, str, int], dict[str, Any]], pairs: str | None
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """``A=B,...``: A's runs counted as B's, for two configurations that build the same model from a
+    seed (a screen and the registry option that reproduces it). A (config, task, seed) that both hold
+    is refused rather than silently picked."""
+    if not pairs:
+        return table
+    rename = dict(p.split("=", 1) for p in pairs.split(","))
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for (c, t, s), r in table.items():
+        key = (rename.get(c, c), t, s)
+        if key in out:
+            raise SystemExit(f"seeds: {key[0]} on {t}, seed {s} is there under both names")
+        out[key] = r
+    return out
+
+
 def cmd_seeds(args: argparse.Namespace) -> None:
     """Several seeds of the same protocol: per-seed figures, seed means, and each configuration's
     difference from the baseline with a 95 % t-interval over the seeds that have every task
     (paired by seed: the same seed gives the same data order to every configuration)."""
-    table = filter_table(seed_table(args.files), args)
+    table = filter_table(same_as(seed_table(args.files), args.same), args)
     if not table:
         raise SystemExit("seeds: no run is left after --configs / --tasks / --only-seeds")
     configs = [c for c in CONFIGS if any(k[0] == c for k in table)]
@@ -1981,6 +1999,8 @@ def main() -> None:
     p.add_argument("--tasks", default=None, help="e.g. sst2: only these tasks (table and figure)")
     p.add_argument("--configs", default=None, help="e.g. full,houlsby: only these configurations")
     p.add_argument("--margin", type=float, default=0.5, help="the target's margin, drawn below the baseline's mean")
+    p.add_argument("--same", default=None,
+                   help="A=B,...: count A's runs as B's (a screen and the registry option that builds it)")
     p = sub.add_parser("budget", help="the gap to a baseline under two epoch budgets, per task, paired by seed")
     p.add_argument("files", nargs="+")
     p.add_argument("--baseline", default="full")

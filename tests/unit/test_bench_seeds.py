@@ -82,6 +82,7 @@ def test_seeds_command_pairs_by_seed_and_draws(
         tasks=None,
         configs=None,
         split="report",
+        same=None,
     )
     bench.cmd_seeds(args)
     summary = json.loads(out.read_text())
@@ -110,7 +111,7 @@ def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_p
     svg = tmp_path / "one.svg"
     bench.cmd_seeds(
         argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
-                           only_seeds=None, margin=0.5, tasks="sst2", split="report",
+                           only_seeds=None, margin=0.5, tasks="sst2", split="report", same=None,
                            configs="full,houlsby36_nodrop,houlsby36_nodrop_gelu,houlsby36_nodrop_head1x,"
                            "houlsby36_nodrop_head30x")
     )
@@ -124,7 +125,7 @@ def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_p
         bench.cmd_seeds(
             argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=str(svg), out=None,
                                only_seeds=None, margin=0.5, tasks="subj", configs=None,
-                               split="report")
+                               split="report", same=None)
         )
 
 
@@ -141,11 +142,39 @@ def test_seeds_command_scores_the_selection_split_on_request(bench: ModuleType, 
         out = tmp_path / f"{split}.json"
         bench.cmd_seeds(argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=None,
                                            out=str(out), only_seeds=None, margin=0.5, tasks=None,
-                                           configs=None, split=split))
+                                           configs=None, split=split, same=None))
         return {c: v["mean_acc"] for c, v in json.loads(out.read_text()).items()}
 
     assert mean("report") == pytest.approx({"full": (87 + 160) / 3, "houlsby": (84 + 160) / 3})
     assert mean("select") == pytest.approx({"full": (90 + 160) / 3, "houlsby": (87 + 160) / 3})
+
+
+def test_seeds_command_pools_a_screen_with_the_option_that_rebuilds_it(bench: ModuleType, tmp_path: Path) -> None:
+    # seeds 43-44 ran as the bench screen, 45 as the registry option: --same counts them as one configuration
+    runs = [_run("full", t, 1e-4, 0.8, 0.8, seed) for seed in (43, 44, 45) for t in bench.TASKS]
+    runs += [_run("houlsby11_lora_ffn16", t, 1e-3, 0.79, 0.79, seed) for seed in (43, 44) for t in bench.TASKS]
+    runs += [_run("houlsby11_ffnlora", t, 1e-3, 0.78, 0.78, 45) for t in bench.TASKS]
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    import argparse
+
+    def summary(same: str | None) -> dict[str, dict[str, object]]:
+        out = tmp_path / "s.json"
+        bench.cmd_seeds(argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", svg=None,
+                                           out=str(out), only_seeds=None, margin=0.5, tasks=None,
+                                           configs=None, split="report", same=same))
+        return dict(json.loads(out.read_text()))
+
+    apart = summary(None)
+    assert apart["houlsby11_lora_ffn16"]["seeds"] == [43, 44] and "diffs" not in apart["houlsby11_ffnlora"]
+    pooled = summary("houlsby11_lora_ffn16=houlsby11_ffnlora")
+    assert "houlsby11_lora_ffn16" not in pooled
+    assert pooled["houlsby11_ffnlora"]["seeds"] == [43, 44, 45]
+    assert pooled["houlsby11_ffnlora"]["diffs"] == pytest.approx([-1.0, -1.0, -2.0])
+    # a seed held under both names is refused, not silently picked
+    runs += [_run("houlsby11_ffnlora", t, 1e-3, 0.5, 0.5, 44) for t in bench.TASKS]
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    with pytest.raises(SystemExit, match="seed 44 is there under both names"):
+        summary("houlsby11_lora_ffn16=houlsby11_ffnlora")
 
 
 def test_budget_command_keeps_budgets_apart_and_pairs_the_gap_move(
