@@ -14,6 +14,9 @@ Subcommands (results are JSON; ``report`` turns them into the table in docs/benc
     python bench/methods.py report bench/results/methods-*.json
     # 6. several seeds at fixed lrs (accuracy --seed N --task-lr ...): per-seed table, t-interval, SVG
     python bench/methods.py seeds bench/results/cpu-seeds/*.json --svg docs/img/methods-seeds.svg
+    # 7. the same seeds drawn on a GPU and on this CPU: each device's gap and the gap pooled by seed
+    python bench/methods.py devices bench/results/gpu-seeds/*.json bench/results/cpu-seeds2/*.json \
+        --config houlsby11_ffnlora --same houlsby11_lora_ffn16=houlsby11_ffnlora
 
 Every configuration trains through ``workers.training.run_training`` (same data pipeline, head,
 optimiser, schedule and budget). Full fine-tuning and head-only are not registry methods: the
@@ -1061,7 +1064,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- seeds
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy in the bench's deps)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+# Student-t 0.975 quantiles by degrees of freedom
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+         29: 2.045, 30: 2.042}
 _COLOURS = {
     "full": "#555555",
     "full_frozen_emb": "#bcbd22",
@@ -1089,8 +1096,8 @@ _COLOURS = {
 
 def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
     """Mean of per-seed differences and its two-sided 95 % Student-t interval."""
-    if not 2 <= len(diffs) <= 11:
-        raise ValueError(f"need 2 to 11 paired seeds, got {len(diffs)}")
+    if not 2 <= len(diffs) <= len(_T975) + 1:
+        raise ValueError(f"need 2 to {len(_T975) + 1} paired seeds, got {len(diffs)}")
     d = statistics.mean(diffs)
     half = _T975[len(diffs) - 1] * statistics.stdev(diffs) / len(diffs) ** 0.5
     return d, d - half, d + half
@@ -1282,21 +1289,158 @@ def cmd_seeds(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
+_DEVICE_COLOURS = {"cpu": "#1f77b4", "cuda": "#ff7f0e", "pooled": "#2ca02c"}
+
+
+def device_gaps(args: argparse.Namespace) -> dict[str, dict[str, dict[int, tuple[float, float]]]]:
+    """device -> scope (a task, or ``mean`` over the three) -> seed -> (config's, baseline's accuracy
+    in %), for the seeds where both ran; each device's files read as ``seeds`` reads them."""
+    by_device: dict[str, list[str]] = {}
+    for p in args.files:
+        by_device.setdefault(file_device(json.loads(Path(p).read_text())), []).append(p)
+    if len(by_device) < 2:
+        raise SystemExit(f"devices: every file ran on {next(iter(by_device))}; `seeds` compares those")
+    keep = argparse.Namespace(configs=f"{args.baseline},{args.config}", tasks=None,
+                              only_seeds=args.only_seeds, split=args.split)
+    out: dict[str, dict[str, dict[int, tuple[float, float]]]] = {}
+    for device, files in sorted(by_device.items()):
+        table = filter_table(same_as(seed_table(files), args.same), keep)
+        scopes: dict[str, dict[int, tuple[float, float]]] = {}
+        for t in TASKS:
+            scopes[t] = {
+                s: (table[(args.config, t, s)]["report"]["accuracy"] * 100, r["report"]["accuracy"] * 100)
+                for (c, tt, s), r in sorted(table.items())
+                if c == args.baseline and tt == t and (args.config, t, s) in table
+            }
+        means = seed_means(table)
+        scopes["mean"] = {
+            s: (means[(args.config, s)], means[(args.baseline, s)])
+            for (c, s) in sorted(means)
+            if c == args.baseline and (args.config, s) in means
+        }
+        out[device] = scopes
+    return out
+
+
+def pool_over_devices(per_device: dict[str, dict[int, tuple[float, float]]]) -> dict[int, tuple[float, float]]:
+    """One (config, baseline) pair per seed: the mean over the devices that ran it. A seed's draws on two
+    devices share its initial weights and data order, so they are not independent; the seed is the unit."""
+    seeds = sorted({s for pairs in per_device.values() for s in pairs})
+    return {
+        s: (
+            statistics.mean(pairs[s][0] for pairs in per_device.values() if s in pairs),
+            statistics.mean(pairs[s][1] for pairs in per_device.values() if s in pairs),
+        )
+        for s in seeds
+    }
+
+
+def cmd_devices(args: argparse.Namespace) -> None:
+    """The same seeds drawn on two devices (a CPU and a GPU draw different dropout masks from one seed):
+    each device's gap between a configuration and the baseline, per task and over the three tasks'
+    mean, and the gap pooled over devices with the seed as the unit (its devices averaged first)."""
+    gaps = device_gaps(args)
+    devices = list(gaps)
+    summary: dict[str, Any] = {"config": args.config, "baseline": args.baseline, "scopes": {}}
+    print(f"| scope | device | seeds | {args.config} | {args.baseline} | gap, 95 % t-interval |")
+    print("|---|---|---|---:|---:|---|")
+    for scope in (*TASKS, "mean"):
+        columns = {d: gaps[d][scope] for d in devices}
+        columns["pooled"] = pool_over_devices(columns)
+        summary["scopes"][scope] = {}
+        for name, pairs in columns.items():
+            if not pairs:
+                continue
+            diffs = [a - b for a, b in pairs.values()]
+            entry: dict[str, Any] = {"gaps": {str(s): a - b for s, (a, b) in pairs.items()}}
+            row = (f"| {scope} | {name} | {len(pairs)} | {statistics.mean(a for a, _ in pairs.values()):.2f} | "
+                   f"{statistics.mean(b for _, b in pairs.values()):.2f} | ")
+            if len(diffs) >= 2:
+                d, lo, hi = paired_interval(diffs)
+                entry.update(gap=d, ci95=[lo, hi])
+                row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            if name == "pooled":
+                draws = sum(s in gaps[d][scope] for d in devices for s in pairs)
+                row += f" ({draws} draws)"
+            summary["scopes"][scope][name] = entry
+            print(row + " |")
+    if args.svg:
+        _svg_devices(summary, [*devices, "pooled"], Path(args.svg), args.margin)
+        print(f"\nwrote {args.svg}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
+def _svg_devices(summary: dict[str, Any], columns: list[str], path: Path, margin: float) -> None:
+    """One panel per task and one for the three-task mean: each seed's gap per device and pooled
+    (dots), the mean gap (bar) and its 95 % interval (whisker); dashed at minus the margin on the mean."""
+    scopes = [s for s in (*TASKS, "mean") if summary["scopes"].get(s)]
+    vals = [v for s in scopes for e in summary["scopes"][s].values() for v in [*e["gaps"].values(), *e.get("ci95", [])]]
+    lo, hi = min([*vals, -margin]) - 0.3, max([*vals, 0.0]) + 0.3
+    panel_w, plot_w, plot_h, top, left = 260, 210, 260, 50, 50
+    w, h = left + panel_w * len(scopes), top + plot_h + 40
+
+    def y(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    parts = [
+        *_svg_frame(w, h),
+        f'<text x="{left}" y="20" font-size="14">{summary["config"]} minus {summary["baseline"]}, accuracy points: '
+        f"each seed (dots), mean (bar), 95 % interval (whisker)</text>",
+    ]
+    for i, scope in enumerate(scopes):
+        x0 = left + i * panel_w
+        title = "mean of the three" if scope == "mean" else scope
+        _gap_panel(parts, x0, title, (lo, hi), y, (plot_w, plot_h, top), margin if scope == "mean" else None)
+        for j, name in enumerate(columns):
+            entry = summary["scopes"][scope].get(name)
+            cx = x0 + plot_w * (j + 0.5) / len(columns)
+            colour = _DEVICE_COLOURS.get(name, "#555555")
+            if entry:
+                pts = [(int(s), v) for s, v in entry["gaps"].items()]
+                _dots_and_mean(parts, cx, pts, y, colour, f"{scope}, {name}")
+                if "ci95" in entry:
+                    a, b = entry["ci95"]
+                    parts.append(f'<line x1="{cx + 29:.1f}" x2="{cx + 29:.1f}" y1="{y(a):.1f}" y2="{y(b):.1f}" '
+                                 f'stroke="{colour}" stroke-width="2"><title>{scope}, {name}: 95 % interval '
+                                 f"{a:+.2f} to {b:+.2f}</title></line>")
+            parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11" '
+                         f'fill="{colour}">{name}</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
 def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str, Any]]:
     """(epochs, config, task, seed) -> the run the protocol keeps, with the epoch budget read from
     each file's meta, so runs of one configuration under two budgets are kept apart."""
-    groups: dict[tuple[float, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[float, int, str], list[dict[str, Any]]] = {}
     for p in files:
         d = json.loads(Path(p).read_text())
         hp = d.get("meta", {}).get("hp", {})
         epochs = float(hp.get("epochs", HP["epochs"]))
+        device = file_device(d)
         for r in d.get("runs", []):
-            groups.setdefault((epochs, int(r.get("seed") or hp.get("seed", HP["seed"]))), []).append(r)
+            groups.setdefault((epochs, int(r.get("seed") or hp.get("seed", HP["seed"])), device), []).append(r)
     out: dict[tuple[float, str, str, int], dict[str, Any]] = {}
-    for (epochs, seed), runs in groups.items():
+    devices: dict[tuple[float, str, str, int], str] = {}
+    for (epochs, seed, device), runs in groups.items():
         for (c, t), r in best_runs(runs).items():
-            out[(epochs, c, t, seed)] = r
+            key = (epochs, c, t, seed)
+            if key in out:
+                # one seed fixes the initial weights and the data order on any device, but dropout masks
+                # come from each device's own generator: two draws, not a grid to pick the best from
+                raise SystemExit(
+                    f"{c} on {t}, seed {seed} ran on {devices[key]} and on {device}: two dropout draws; "
+                    "`devices` pools them"
+                )
+            out[key], devices[key] = r, device
     return out
+
+
+def file_device(d: dict[str, Any]) -> str:
+    """The device a results file's runs trained on (``cuda`` or ``cpu``; ``?`` where it is not recorded)."""
+    return str(d.get("meta", {}).get("device") or "?").split(":")[0]
 
 
 def _svg_frame(w: float, h: float) -> list[str]:
@@ -2001,6 +2145,16 @@ def main() -> None:
     p.add_argument("--margin", type=float, default=0.5, help="the target's margin, drawn below the baseline's mean")
     p.add_argument("--same", default=None,
                    help="A=B,...: count A's runs as B's (a screen and the registry option that builds it)")
+    p = sub.add_parser("devices", help="the same seeds on two devices: each device's gap and the gap pooled by seed")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--config", required=True, help="the configuration compared with the baseline")
+    p.add_argument("--baseline", default="full")
+    p.add_argument("--same", default=None, help="A=B,...: count A's runs as B's (as for seeds)")
+    p.add_argument("--only-seeds", default=None, help="e.g. 43,44,45: leave the others out")
+    p.add_argument("--split", choices=("report", "select"), default="report")
+    p.add_argument("--margin", type=float, default=0.5, help="the target's margin, dashed in the mean panel")
+    p.add_argument("--svg", default=None)
+    p.add_argument("--out", default=None)
     p = sub.add_parser("budget", help="the gap to a baseline under two epoch budgets, per task, paired by seed")
     p.add_argument("files", nargs="+")
     p.add_argument("--baseline", default="full")
@@ -2045,6 +2199,7 @@ def main() -> None:
         "dropout-cost": cmd_dropout_cost,
         "report": cmd_report,
         "seeds": cmd_seeds,
+        "devices": cmd_devices,
         "budget": cmd_budget,
         "width": cmd_width,
         "errors": cmd_errors,

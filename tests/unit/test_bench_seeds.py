@@ -327,3 +327,50 @@ def test_errors_command_buckets_by_length_and_pairs_by_seed(
     with pytest.raises(SystemExit, match="baseline"):
         (tmp_path / "r.json").write_text(json.dumps({"runs": runs[2:4]}))
         bench.errors_table([str(tmp_path / "r.json")], tmp_path, "full")
+
+
+def _device_file(path: Path, device: str, gaps: dict[int, float], config: str = "houlsby11_ffnlora") -> str:
+    # every task: full at 0.80, the configuration `gap` points off it (the same gap on each task)
+    runs = [_run("full", t, 1e-4, 0.8, 0.8, s) for s in gaps for t in ("sst2", "cola", "subj")]
+    runs += [_run(config, t, 1e-3, 0.8, 0.8 + g / 100, s) for s, g in gaps.items() for t in ("sst2", "cola", "subj")]
+    path.write_text(json.dumps({"meta": {"device": device}, "runs": runs}))
+    return str(path)
+
+
+def test_seed_table_refuses_one_seed_drawn_on_two_devices(bench: ModuleType, tmp_path: Path) -> None:
+    # the same seed on a GPU and a CPU is two dropout draws: never a grid to keep the better one of
+    files = [_device_file(tmp_path / "g.json", "cuda", {43: -1.0}), _device_file(tmp_path / "c.json", "cpu", {43: 0.0})]
+    with pytest.raises(SystemExit, match="seed 43 ran on (cuda and on cpu|cpu and on cuda)"):
+        bench.seed_table(files)
+
+
+def test_devices_command_pools_by_seed_and_averages_a_seeds_devices_first(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    gpu = _device_file(tmp_path / "g.json", "cuda", {43: -1.0, 44: 0.0, 46: -0.5})
+    # the CPU's seeds ran under the screen's name, as bench/results/cpu-seeds did
+    cpu = _device_file(tmp_path / "c.json", "cpu", {43: 0.0, 44: -2.0, 45: -1.0}, config="houlsby11_lora_ffn16")
+    out, svg = tmp_path / "d.json", tmp_path / "d.svg"
+    args = argparse.Namespace(files=[gpu, cpu], config="houlsby11_ffnlora", baseline="full",
+                              same="houlsby11_lora_ffn16=houlsby11_ffnlora", only_seeds=None, split="report",
+                              margin=0.5, svg=str(svg), out=str(out))
+    bench.cmd_devices(args)
+    s = json.loads(out.read_text())["scopes"]
+    for scope in ("sst2", "cola", "subj", "mean"):
+        assert s[scope]["cuda"]["gaps"] == pytest.approx({"43": -1.0, "44": 0.0, "46": -0.5})
+        assert s[scope]["cpu"]["gaps"] == pytest.approx({"43": 0.0, "44": -2.0, "45": -1.0})
+        # seeds 43 and 44 ran on both: one unit each, the mean of its two draws
+        pooled = {"43": -0.5, "44": -1.0, "45": -1.0, "46": -0.5}
+        assert s[scope]["pooled"]["gaps"] == pytest.approx(pooled)
+        d, lo, hi = bench.paired_interval(list(pooled.values()))
+        assert s[scope]["pooled"]["gap"] == pytest.approx(d) and s[scope]["pooled"]["ci95"] == pytest.approx([lo, hi])
+    text = capsys.readouterr().out
+    assert "| mean | pooled | 4 |" in text and "(6 draws)" in text
+    svg_text = svg.read_text()
+    # four panels x (3 + 3 + 4 seeds), a whisker per column, the margin dashed in the mean panel only
+    assert svg_text.startswith("<svg") and svg_text.count("<circle") == 4 * 10
+    assert svg_text.count(": 95 % interval ") == 4 * 3 and svg_text.count("stroke-dasharray") == 1
+    with pytest.raises(SystemExit, match="every file ran on cuda"):
+        bench.cmd_devices(argparse.Namespace(**{**vars(args), "files": [gpu]}))
