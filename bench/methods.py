@@ -1364,6 +1364,16 @@ def cmd_devices(args: argparse.Namespace) -> None:
                 row += f" ({draws} draws)"
             summary["scopes"][scope][name] = entry
             print(row + " |")
+        if len(devices) == 2:
+            # do the devices' gaps differ? paired over the seeds both ran (each seed's init and data order)
+            one, two = (gaps[d][scope] for d in devices)
+            shared = sorted(set(one) & set(two))
+            moves = [(one[s][0] - one[s][1]) - (two[s][0] - two[s][1]) for s in shared]
+            if len(moves) >= 2:
+                d, lo, hi = paired_interval(moves)
+                summary["scopes"][scope][f"{devices[0]} - {devices[1]}"] = {"seeds": shared, "gap": d, "ci95": [lo, hi]}
+                interval = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                print(f"| {scope} | {devices[0]} − {devices[1]} | {len(shared)} | | | {interval} |")
     if args.svg:
         _svg_devices(summary, [*devices, "pooled"], Path(args.svg), args.margin)
         print(f"\nwrote {args.svg}")
@@ -1375,7 +1385,8 @@ def _svg_devices(summary: dict[str, Any], columns: list[str], path: Path, margin
     """One panel per task and one for the three-task mean: each seed's gap per device and pooled
     (dots), the mean gap (bar) and its 95 % interval (whisker); dashed at minus the margin on the mean."""
     scopes = [s for s in (*TASKS, "mean") if summary["scopes"].get(s)]
-    vals = [v for s in scopes for e in summary["scopes"][s].values() for v in [*e["gaps"].values(), *e.get("ci95", [])]]
+    vals = [v for s in scopes for n in columns if (e := summary["scopes"][s].get(n))
+            for v in [*e["gaps"].values(), *e.get("ci95", [])]]
     lo, hi = min([*vals, -margin]) - 0.3, max([*vals, 0.0]) + 0.3
     panel_w, plot_w, plot_h, top, left = 260, 210, 260, 50, 50
     w, h = left + panel_w * len(scopes), top + plot_h + 40

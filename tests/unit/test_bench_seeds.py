@@ -366,8 +366,12 @@ def test_devices_command_pools_by_seed_and_averages_a_seeds_devices_first(
         assert s[scope]["pooled"]["gaps"] == pytest.approx(pooled)
         d, lo, hi = bench.paired_interval(list(pooled.values()))
         assert s[scope]["pooled"]["gap"] == pytest.approx(d) and s[scope]["pooled"]["ci95"] == pytest.approx([lo, hi])
+        # the devices' gaps compared on the seeds both ran: 43: 0 - (-1), 44: -2 - 0
+        diff = bench.paired_interval([1.0, -2.0])
+        assert s[scope]["cpu - cuda"]["seeds"] == [43, 44]
+        assert [s[scope]["cpu - cuda"]["gap"], *s[scope]["cpu - cuda"]["ci95"]] == pytest.approx(list(diff))
     text = capsys.readouterr().out
-    assert "| mean | pooled | 4 |" in text and "(6 draws)" in text
+    assert "| mean | pooled | 4 |" in text and "(6 draws)" in text and "| mean | cpu − cuda | 2 |" in text
     svg_text = svg.read_text()
     # four panels x (3 + 3 + 4 seeds), a whisker per column, the margin dashed in the mean panel only
     assert svg_text.startswith("<svg") and svg_text.count("<circle") == 4 * 10
