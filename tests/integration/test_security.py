@@ -120,8 +120,7 @@ def test_namespaces_limit_a_token_to_task_prefixes(stack_factory: Any, tiny_bert
 def test_submit_rate_limit_per_token(stack_factory: Any, tiny_bert: Path, tmp_path: Path) -> None:
     from registry.api import ratelimit
 
-    ratelimit.reset()
-    st = stack_factory(submit_rate_per_minute=2)
+    st = stack_factory(submit_rate_per_minute=2)  # a fresh stack starts with an empty window
     admin = _client(st, st.token)
     ds = setup_task(admin, tiny_bert, tmp_path)
     other = _client(st, _token(admin, "other", ["write"]))
