@@ -78,6 +78,11 @@ class HoulsbyConfig(BottleneckConfig):
         0, "rank of a LoRA (alpha = 2 x rank) on the FFN output projection of every adapted layer, "
         "under its adapter; 0: none", min=0, max=4096,
     )
+    # PEFT's lora_dropout on those LoRAs' inputs: the base's dropout was what carried SST-2's phrases to
+    # its sentences (docs/benchmarks.md, "Ten seeds on the H200"); this regularises the LoRAs the same way
+    ffn_lora_dropout: float = _f(
+        0.0, "dropout on the FFN LoRAs' inputs while training (PEFT's lora_dropout)", min=0.0, max=0.9,
+    )
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,8 @@ def validate_config(method: str, config: dict[str, Any]) -> dict[str, Any]:
             raise _err("bottleneck_size", "give reduction_factor or bottleneck_size, not both")
         if values.get("bottleneck_size") is None and values.get("reduction_factor") is None:
             values["reduction_factor"] = 16
+    if values.get("ffn_lora_dropout") and not (values.get("ffn_lora_rank") or values.get("ffn_lora_out_rank")):
+        raise _err("ffn_lora_dropout", "needs ffn_lora_rank or ffn_lora_out_rank (there is no FFN LoRA to drop out)")
     if method == "ia3" and values.get("feedforward_modules") is not None:
         targets = values.get("target_modules")
         if targets is None:

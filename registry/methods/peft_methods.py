@@ -97,7 +97,7 @@ def ffn_lora_config(cfg: dict[str, Any], ins: list[str], outs: list[str], *, cau
         task_type=peft.TaskType.CAUSAL_LM if causal else peft.TaskType.FEATURE_EXTRACTION,
         r=r,
         lora_alpha=2 * r,
-        lora_dropout=0.0,
+        lora_dropout=float(cfg.get("ffn_lora_dropout", 0.0)),
         target_modules=targets,
         rank_pattern=ranks,
         alpha_pattern={k: 2 * v for k, v in ranks.items()},

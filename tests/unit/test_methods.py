@@ -268,6 +268,33 @@ def test_houlsby_ffn_lora_sits_on_the_ffn_of_adapted_layers_at_its_ranks(
     assert len(names) == 2 and all(out in n for n in names)
 
 
+def test_houlsby_ffn_lora_dropout_acts_in_training_only(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``ffn_lora_dropout`` is PEFT's lora_dropout on the FFN LoRAs: it draws masks in training (two
+    forward passes differ even with the base's dropout off) and is the identity in eval, so a saved
+    adapter predicts the same with or without it."""
+    from registry.methods.model import load_adapted_model
+
+    model = build(tiny_models, "houlsby", "bert", "single_label", bottleneck_size=4, ffn_lora_rank=4,
+                  ffn_lora_out_rank=2, ffn_lora_dropout=0.5, base_dropout=False)
+    drops = {m.p for n, m in model.backbone.named_modules() if n.endswith("lora_dropout.default")}
+    assert drops == {0.5}
+    train_steps(model, "single_label")  # B moves off zero, so the LoRA path (and its dropout) counts
+    enc, _ = batch(model, "single_label")
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(**enc), model(**enc))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**enc), model(**enc))
+        expected = model(**enc)
+    model.save(tmp_path / "a", metadata={})
+    loaded = load_adapted_model(tiny_models["bert"], tmp_path / "a")
+    assert loaded.method_config["ffn_lora_dropout"] == 0.5
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(**enc), expected, atol=1e-6, rtol=0)
+
+
 def test_artifact_from_before_an_option_existed_still_loads(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """A Houlsby artifact written before ``ffn_lora_rank`` existed records no value for it: it loads,
     into a fresh model and into one already holding the base, with the new options at their defaults."""
@@ -280,7 +307,7 @@ def test_artifact_from_before_an_option_existed_still_loads(tiny_models: dict[st
     path = tmp_path / "a" / "adapter_config.json"
     cfg = json.loads(path.read_text())
     recorded = cfg["auto_mapping"][META_NAMESPACE]["method_config"]
-    del recorded["ffn_lora_rank"], recorded["ffn_lora_out_rank"]
+    del recorded["ffn_lora_rank"], recorded["ffn_lora_out_rank"], recorded["ffn_lora_dropout"]
     path.write_text(json.dumps(cfg))
     loaded = load_adapted_model(tiny_models["bert"], tmp_path / "a")
     assert loaded.method_config == model.method_config
@@ -481,6 +508,8 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("houlsby", {"ffn_lora_rank": -1}, "method_config.ffn_lora_rank"),
         ("houlsby", {"ffn_lora_out_rank": 1.5}, "method_config.ffn_lora_out_rank"),
         ("pfeiffer", {"ffn_lora_rank": 4}, "method_config.ffn_lora_rank"),
+        ("houlsby", {"ffn_lora_rank": 4, "ffn_lora_dropout": 0.95}, "method_config.ffn_lora_dropout"),
+        ("houlsby", {"ffn_lora_dropout": 0.1}, "method_config.ffn_lora_dropout"),  # no FFN LoRA to drop out
         ("lora", {"target_modules": []}, "method_config.target_modules"),
         ("lora", {"target_modules": ["../x y"]}, "method_config.target_modules"),
         ("lora", {"bias": "some"}, "method_config.bias"),
@@ -509,6 +538,7 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
     assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
         "train_layer_norms": False, "base_dropout": True, "ffn_lora_rank": 0, "ffn_lora_out_rank": 0,
+        "ffn_lora_dropout": 0.0,
     }
     assert validate_method_config("houlsby", {"base_dropout": False})["base_dropout"] is False
     assert validate_method_config("peft", {"peft_type": "loha", "r": 4}) == {"peft_type": "LOHA", "r": 4}
