@@ -131,6 +131,14 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
         {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.1},
         ADAPTER_LRS,
     ),
+    # and on the frozen base without dropout (fused attention, target 2's speed): is the LoRAs' own dropout
+    # enough of a regulariser to stand in for the base's?
+    "houlsby11_ffnlora_nodrop_ldrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.1,
+         "base_dropout": False},
+        ADAPTER_LRS,
+    ),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
     "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),
