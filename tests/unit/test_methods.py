@@ -270,8 +270,8 @@ def test_houlsby_ffn_lora_sits_on_the_ffn_of_adapted_layers_at_its_ranks(
 
 def test_houlsby_ffn_lora_dropout_acts_in_training_only(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """``ffn_lora_dropout`` is PEFT's lora_dropout on the FFN LoRAs: it draws masks in training (two
-    forward passes differ even with the base's dropout off) and is the identity in eval, so a saved
-    adapter predicts the same with or without it."""
+    forward passes differ even with the base's dropout off) and is the identity in eval, and the option
+    survives save -> load with the same eval outputs."""
     from registry.methods.model import load_adapted_model
 
     model = build(tiny_models, "houlsby", "bert", "single_label", bottleneck_size=4, ffn_lora_rank=4,
