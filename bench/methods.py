@@ -139,6 +139,13 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "base_dropout": False},
         ADAPTER_LRS,
     ),
+    # target 2: the hybrid with only the base's attention-probability dropout off (fused attention), its
+    # hidden-state dropout kept, since that is what carried SST-2's phrases to its sentences on the H200
+    "houlsby11_ffnlora_attnodrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "base_attention_dropout": False},
+        ADAPTER_LRS,
+    ),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
     "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),

@@ -18,6 +18,9 @@ Papers:
   kernels and every dropout costs a mask in forward and backward; on the 2-core CPU this took
   Houlsby in every layer from 0.71x to 0.52-0.56x of full fine-tuning's step time, with the same
   accuracy over five seeds (+0.06 point, docs/benchmarks.md).
+* ``base_attention_dropout=False`` (ours too): only the dropout on attention probabilities goes, so
+  attention takes the fused kernel while the hidden states keep their dropout, which is what
+  regularises the adapters (the H200 seeds in docs/benchmarks.md: SST-2 lost 0.85 without it).
 
 Adapters *wrap* existing modules (``base_layer``, like PEFT) instead of patching ``forward``:
 
@@ -122,21 +125,25 @@ class _LayerPoints:
     ffn_block: str
     layer_norms: tuple[str, ...]
     ffn_in: tuple[str, ...]  # the FFN's input projection(s), for Houlsby's ``ffn_lora_rank``
+    # the dropout on attention probabilities (an ``nn.Dropout``, or the attention module whose float
+    # ``attention_dropout`` goes to the kernel), for ``base_attention_dropout=False``
+    attn_dropout: str
     bert_style: bool = False
 
 
 _KINDS: dict[str, _LayerPoints] = {
     "bert": _LayerPoints(
         "attention.output.dense", "output.dense", "output", ("attention.output.LayerNorm", "output.LayerNorm"),
-        ("intermediate.dense",), bert_style=True,
+        ("intermediate.dense",), "attention.self.dropout", bert_style=True,
     ),
     "distilbert": _LayerPoints(
-        "attention.out_lin", "ffn.lin2", "ffn", ("sa_layer_norm", "output_layer_norm"), ("ffn.lin1",)
+        "attention.out_lin", "ffn.lin2", "ffn", ("sa_layer_norm", "output_layer_norm"), ("ffn.lin1",),
+        "attention.dropout",
     ),
-    "gpt2": _LayerPoints("attn.c_proj", "mlp.c_proj", "mlp", ("ln_1", "ln_2"), ("mlp.c_fc",)),
+    "gpt2": _LayerPoints("attn.c_proj", "mlp.c_proj", "mlp", ("ln_1", "ln_2"), ("mlp.c_fc",), "attn.attn_dropout"),
     "llama": _LayerPoints(
         "self_attn.o_proj", "mlp.down_proj", "mlp", ("input_layernorm", "post_attention_layernorm"),
-        ("mlp.gate_proj", "mlp.up_proj"),
+        ("mlp.gate_proj", "mlp.up_proj"), "self_attn",
     ),
 }
 
@@ -151,7 +158,9 @@ def _has(module: nn.Module, path: str) -> bool:
 
 def _layer_kind(layer: nn.Module) -> str | None:
     for kind, points in _KINDS.items():
-        paths = (points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms, *points.ffn_in)
+        paths = (
+            points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms, *points.ffn_in, points.attn_dropout
+        )
         if all(_has(layer, p) for p in paths):
             return kind
     return None
@@ -201,6 +210,25 @@ def disable_dropout(model: nn.Module) -> int:
     return count
 
 
+def disable_attention_dropout(layers: nn.ModuleList) -> int:
+    """Set the dropout on attention probabilities of every block in ``layers`` to p=0, leaving the
+    hidden-state dropouts as they are; return how many. Blocks of unknown kinds are left alone (the
+    caller refuses them)."""
+    count = 0
+    for layer in layers:
+        kind = _layer_kind(layer)
+        if kind is None:
+            continue
+        module = layer.get_submodule(_KINDS[kind].attn_dropout)
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+            count += 1
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0  # type: ignore[assignment]
+            count += 1
+    return count
+
+
 def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> list[nn.Parameter]:
     """Insert the adapters of ``method`` into ``model`` in place; return the new trainable
     parameters (adapters, plus LayerNorms of adapted layers when ``train_layer_norms``).
@@ -223,6 +251,8 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
     scaling = float(cfg.get("scaling", 1.0))
     if not cfg.get("base_dropout", True):
         disable_dropout(model)  # before injecting: the adapters have no dropout of their own
+    elif not cfg.get("base_attention_dropout", True):
+        disable_attention_dropout(layers)
     trainable: list[nn.Parameter] = []
     for index, layer in enumerate(layers):
         kind = _layer_kind(layer)

@@ -58,6 +58,11 @@ class BottleneckConfig:
         "keep the frozen base model's dropout while training; false runs the frozen base "
         "deterministically (no dropout masks; attention can take the fused kernel)",
     )
+    base_attention_dropout: bool = _f(
+        True,
+        "keep the frozen base's dropout on attention probabilities; false drops only that one (the hidden "
+        "states keep theirs), so attention can take the fused kernel",
+    )
 
 
 @dataclass(frozen=True)

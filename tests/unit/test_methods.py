@@ -384,6 +384,69 @@ def test_base_dropout_off_makes_training_forward_deterministic(tiny_models: dict
     assert torch.equal(first, second)
 
 
+# the dropout on attention probabilities in each tiny architecture (module path, or the attention
+# module's float ``attention_dropout`` that Llama-style attention hands its kernel)
+ATTN_PROB_DROPOUT = {"bert": r"\.attention\.self\.dropout$", "roberta": r"\.attention\.self\.dropout$",
+                     "distilbert": r"\.attention\.dropout$", "gpt2": r"\.attn\.attn_dropout$",
+                     "llama": r"\.self_attn:attention_dropout$"}
+
+
+def _dropouts(model: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            out[name] = module.p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            out[f"{name}:attention_dropout"] = module.attention_dropout
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_base_attention_dropout_off_drops_only_attention_probabilities(tiny_models: dict[str, Path], tmp_path: Path,
+                                                                       arch: str) -> None:
+    import re
+
+    import transformers as tf
+
+    models = dict(tiny_models)
+    if arch == "llama":  # the tiny Llama's attention_dropout is 0 by default: give it one to turn off
+        cfg = tf.AutoConfig.from_pretrained(tiny_models["llama"])
+        cfg.attention_dropout = 0.1
+        models["llama"] = tmp_path / "llama"
+        tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(models["llama"])
+        for f in tiny_models["llama"].iterdir():
+            if "token" in f.name or f.name == "vocab.txt":
+                (models["llama"] / f.name).write_bytes(f.read_bytes())
+    task = "causal_lm" if arch in ("gpt2", "llama") else "single_label"
+    kept = _dropouts(build(models, "houlsby", arch, task))
+    off = _dropouts(build(models, "houlsby", arch, task, base_attention_dropout=False))
+    assert kept.keys() == off.keys()
+    changed = sorted(n for n in kept if kept[n] != off[n])
+    assert len(changed) == 2, changed  # one per block of the two-layer model
+    assert all(re.search(ATTN_PROB_DROPOUT[arch], n) for n in changed), changed
+    assert all(kept[n] > 0 and off[n] == 0 for n in changed)
+    if arch != "llama":  # Llama-style blocks have no hidden-state dropout at all
+        assert any(p > 0 for n, p in off.items() if n not in changed)  # the hidden states keep theirs
+    assert build(models, "houlsby", arch, task, base_attention_dropout=False).method_config[
+        "base_attention_dropout"] is False
+
+
+def test_base_attention_dropout_off_makes_bert_attention_deterministic(tiny_models: dict[str, Path]) -> None:
+    # what the option is for: the self-attention itself is deterministic in training (so PyTorch may
+    # take the fused kernel), while the block's hidden-state dropout still draws masks
+    for keep in (True, False):
+        model = build(tiny_models, "houlsby", "bert", "single_label", base_attention_dropout=keep)
+        model.train()
+        attention = next(m for n, m in model.named_modules() if n.endswith("layer.0.attention.self"))
+        block_out = next(m for n, m in model.named_modules() if n.endswith("layer.0.output"))
+        x = torch.randn(2, 5, 32)
+        with torch.no_grad():
+            a1, a2 = attention(x)[0], attention(x)[0]
+            h1, h2 = block_out.dropout(x), block_out.dropout(x)
+        assert torch.equal(a1, a2) is (not keep)
+        assert not torch.equal(h1, h2)
+
+
 def test_predict_returns_label_names_and_floats(tiny_models: dict[str, Path]) -> None:
     from registry.methods.model import build_adapted_model
 
@@ -505,6 +568,7 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("lora", {"r": 0}, "method_config.r"),
         ("lora", {"lora_dropout": 1.5}, "method_config.lora_dropout"),
         ("houlsby", {"base_dropout": "no"}, "method_config.base_dropout"),
+        ("houlsby", {"base_attention_dropout": 0}, "method_config.base_attention_dropout"),
         ("houlsby", {"ffn_lora_rank": -1}, "method_config.ffn_lora_rank"),
         ("houlsby", {"ffn_lora_out_rank": 1.5}, "method_config.ffn_lora_out_rank"),
         ("pfeiffer", {"ffn_lora_rank": 4}, "method_config.ffn_lora_rank"),
@@ -537,7 +601,8 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
     assert validate_method_config("scaled_parallel", {})["scaling"] == 4.0
     assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
-        "train_layer_norms": False, "base_dropout": True, "ffn_lora_rank": 0, "ffn_lora_out_rank": 0,
+        "train_layer_norms": False, "base_dropout": True, "base_attention_dropout": True, "ffn_lora_rank": 0,
+        "ffn_lora_out_rank": 0,
         "ffn_lora_dropout": 0.0,
     }
     assert validate_method_config("houlsby", {"base_dropout": False})["base_dropout"] is False
