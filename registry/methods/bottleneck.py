@@ -196,37 +196,29 @@ def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
+def _zero_dropout(module: nn.Module) -> bool:
+    """Set ``module``'s dropout to 0 if it has one (an ``nn.Dropout``, or the float ``attention_dropout``
+    that Llama-style attention passes to its kernel); return whether it had."""
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        module.p = 0.0
+        return True
+    if isinstance(getattr(module, "attention_dropout", None), float):
+        module.attention_dropout = 0.0  # type: ignore[assignment]
+        return True
+    return False
+
+
 def disable_dropout(model: nn.Module) -> int:
-    """Set every dropout of ``model`` to p=0 (``nn.Dropout`` modules, and the float
-    ``attention_dropout`` that Llama-style attention passes to its kernel); return how many."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-            count += 1
-        elif isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0  # type: ignore[assignment]
-            count += 1
-    return count
+    """Set every dropout of ``model`` to p=0; return how many."""
+    return sum(_zero_dropout(module) for module in model.modules())
 
 
 def disable_attention_dropout(layers: nn.ModuleList) -> int:
     """Set the dropout on attention probabilities of every block in ``layers`` to p=0, leaving the
     hidden-state dropouts as they are; return how many. Blocks of unknown kinds are left alone (the
     caller refuses them)."""
-    count = 0
-    for layer in layers:
-        kind = _layer_kind(layer)
-        if kind is None:
-            continue
-        module = layer.get_submodule(_KINDS[kind].attn_dropout)
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-            count += 1
-        elif isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0  # type: ignore[assignment]
-            count += 1
-    return count
+    kinds = ((layer, _layer_kind(layer)) for layer in layers)
+    return sum(_zero_dropout(layer.get_submodule(_KINDS[k].attn_dropout)) for layer, k in kinds if k is not None)
 
 
 def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> list[nn.Parameter]:
