@@ -158,9 +158,7 @@ def _has(module: nn.Module, path: str) -> bool:
 
 def _layer_kind(layer: nn.Module) -> str | None:
     for kind, points in _KINDS.items():
-        paths = (
-            points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms, *points.ffn_in, points.attn_dropout
-        )
+        paths = (points.attn_out, points.ffn_out, points.ffn_block, *points.layer_norms, *points.ffn_in)
         if all(_has(layer, p) for p in paths):
             return kind
     return None
@@ -213,12 +211,25 @@ def disable_dropout(model: nn.Module) -> int:
     return sum(_zero_dropout(module) for module in model.modules())
 
 
-def disable_attention_dropout(layers: nn.ModuleList) -> int:
+def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
     """Set the dropout on attention probabilities of every block in ``layers`` to p=0, leaving the
     hidden-state dropouts as they are; return how many. Blocks of unknown kinds are left alone (the
-    caller refuses them)."""
-    kinds = ((layer, _layer_kind(layer)) for layer in layers)
-    return sum(_zero_dropout(layer.get_submodule(_KINDS[k].attn_dropout)) for layer, k in kinds if k is not None)
+    caller refuses them). Only this option needs the dropout's path, so a block that lacks it is
+    refused here rather than in ``_layer_kind``, where it would refuse every bottleneck adapter."""
+    count = 0
+    for layer in layers:
+        kind = _layer_kind(layer)
+        if kind is None:
+            continue
+        path = _KINDS[kind].attn_dropout
+        if not _has(layer, path):
+            raise InvalidInput(
+                f"base_attention_dropout=false is not supported for the architecture {model_type!r} "
+                f"(block {type(layer).__name__} has no {path!r})",
+                field="method_config.base_attention_dropout",
+            )
+        count += _zero_dropout(layer.get_submodule(path))
+    return count
 
 
 def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> list[nn.Parameter]:
@@ -244,7 +255,7 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
     if not cfg.get("base_dropout", True):
         disable_dropout(model)  # before injecting: the adapters have no dropout of their own
     elif not cfg.get("base_attention_dropout", True):
-        disable_attention_dropout(layers)
+        disable_attention_dropout(layers, str(config.model_type))
     trainable: list[nn.Parameter] = []
     for index, layer in enumerate(layers):
         kind = _layer_kind(layer)

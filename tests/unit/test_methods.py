@@ -419,7 +419,8 @@ def test_base_attention_dropout_off_drops_only_attention_probabilities(tiny_mode
                 (models["llama"] / f.name).write_bytes(f.read_bytes())
     task = "causal_lm" if arch in ("gpt2", "llama") else "single_label"
     kept = _dropouts(build(models, "houlsby", arch, task))
-    off = _dropouts(build(models, "houlsby", arch, task, base_attention_dropout=False))
+    model = build(models, "houlsby", arch, task, base_attention_dropout=False)
+    off = _dropouts(model)
     assert kept.keys() == off.keys()
     changed = sorted(n for n in kept if kept[n] != off[n])
     assert len(changed) == 2, changed  # one per block of the two-layer model
@@ -427,8 +428,23 @@ def test_base_attention_dropout_off_drops_only_attention_probabilities(tiny_mode
     assert all(kept[n] > 0 and off[n] == 0 for n in changed)
     if arch != "llama":  # Llama-style blocks have no hidden-state dropout at all
         assert any(p > 0 for n, p in off.items() if n not in changed)  # the hidden states keep theirs
-    assert build(models, "houlsby", arch, task, base_attention_dropout=False).method_config[
-        "base_attention_dropout"] is False
+    assert model.method_config["base_attention_dropout"] is False
+
+
+def test_base_attention_dropout_refused_where_a_block_has_no_such_dropout(tiny_models: dict[str, Path],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # a block layout without the attention dropout refuses this option only, not bottleneck adapters
+    import dataclasses
+
+    from registry.methods import bottleneck
+
+    bert = dataclasses.replace(bottleneck._KINDS["bert"], attn_dropout="attention.self.no_such_dropout")
+    monkeypatch.setitem(bottleneck._KINDS, "bert", bert)
+    assert build(tiny_models, "houlsby", "bert", "single_label").method_config["base_attention_dropout"] is True
+    with pytest.raises(InvalidInput) as exc:
+        build(tiny_models, "houlsby", "bert", "single_label", base_attention_dropout=False)
+    assert exc.value.field == "method_config.base_attention_dropout"
+    assert "'bert'" in str(exc.value) and "no_such_dropout" in str(exc.value)
 
 
 def test_base_attention_dropout_off_makes_bert_attention_deterministic(tiny_models: dict[str, Path]) -> None:
