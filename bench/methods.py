@@ -146,6 +146,14 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
         {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "base_attention_dropout": False},
         ADAPTER_LRS,
     ),
+    # target 1: the two changes that each raised the hybrid on the same CPU seeds (the LoRAs' own dropout,
+    # +0.17; the attention-probability dropout off, +0.14), together; same parameters (1.46 %)
+    "houlsby11_ffnlora_ldrop_attnodrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.1,
+         "base_attention_dropout": False},
+        ADAPTER_LRS,
+    ),
     "pfeiffer": ("pfeiffer", {}, ADAPTER_LRS),
     "parallel": ("parallel", {}, ADAPTER_LRS),
     "scaled_parallel": ("scaled_parallel", {}, ADAPTER_LRS),
