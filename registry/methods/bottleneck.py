@@ -222,13 +222,15 @@ def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
         if kind is None:
             continue
         path = _KINDS[kind].attn_dropout
-        if not _has(layer, path):
+        # refused, not skipped, where the path is missing or holds no dropout: the job would otherwise
+        # train with the attention dropout the user asked to turn off
+        if not (_has(layer, path) and _zero_dropout(layer.get_submodule(path))):
             raise InvalidInput(
                 f"base_attention_dropout=false is not supported for the architecture {model_type!r} "
-                f"(block {type(layer).__name__} has no {path!r})",
+                f"(block {type(layer).__name__} has no attention dropout at {path!r})",
                 field="method_config.base_attention_dropout",
             )
-        count += _zero_dropout(layer.get_submodule(path))
+        count += 1
     return count
 
 

@@ -431,20 +431,23 @@ def test_base_attention_dropout_off_drops_only_attention_probabilities(tiny_mode
     assert model.method_config["base_attention_dropout"] is False
 
 
+@pytest.mark.parametrize("path", ["attention.self.no_such_dropout", "attention.self.query"])
 def test_base_attention_dropout_refused_where_a_block_has_no_such_dropout(tiny_models: dict[str, Path],
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    # a block layout without the attention dropout refuses this option only, not bottleneck adapters
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          path: str) -> None:
+    # a block layout without the attention dropout (no such path, or a path that holds no dropout)
+    # refuses this option only, not bottleneck adapters
     import dataclasses
 
     from registry.methods import bottleneck
 
-    bert = dataclasses.replace(bottleneck._KINDS["bert"], attn_dropout="attention.self.no_such_dropout")
+    bert = dataclasses.replace(bottleneck._KINDS["bert"], attn_dropout=path)
     monkeypatch.setitem(bottleneck._KINDS, "bert", bert)
     assert build(tiny_models, "houlsby", "bert", "single_label").method_config["base_attention_dropout"] is True
     with pytest.raises(InvalidInput) as exc:
         build(tiny_models, "houlsby", "bert", "single_label", base_attention_dropout=False)
     assert exc.value.field == "method_config.base_attention_dropout"
-    assert "'bert'" in str(exc.value) and "no_such_dropout" in str(exc.value)
+    assert "'bert'" in str(exc.value) and path in str(exc.value)
 
 
 def test_base_attention_dropout_off_makes_bert_attention_deterministic(tiny_models: dict[str, Path]) -> None:
