@@ -98,6 +98,7 @@ def ffn_lora_config(cfg: dict[str, Any], ins: list[str], outs: list[str], *, cau
         r=r,
         lora_alpha=2 * r,
         lora_dropout=float(cfg.get("ffn_lora_dropout", 0.0)),
+        use_dora=bool(cfg.get("ffn_lora_dora", False)),
         target_modules=targets,
         rank_pattern=ranks,
         alpha_pattern={k: 2 * v for k, v in ranks.items()},

@@ -34,9 +34,13 @@ METHODS: dict[str, tuple[dict[str, Any], bool, bool]] = {
     "peft": ({"peft_type": "LOHA", "r": 4, "target_modules": None}, True, True),
     # Houlsby with PEFT's LoRA on the FFN projections (B = 0 and up = 0: still the identity)
     "houlsby+ffn_lora": ({"bottleneck_size": 4, "ffn_lora_rank": 4, "ffn_lora_out_rank": 2}, True, False),
+    # the same LoRAs as DoRA: magnitudes start at the base columns' norms, B = 0 (the identity)
+    "houlsby+ffn_dora": (
+        {"bottleneck_size": 4, "ffn_lora_rank": 4, "ffn_lora_out_rank": 2, "ffn_lora_dora": True}, True, False,
+    ),
 }
 # rows of the table that are a configuration of another method
-VARIANT_OF = {"houlsby+ffn_lora": "houlsby"}
+VARIANT_OF = {"houlsby+ffn_lora": "houlsby", "houlsby+ffn_dora": "houlsby"}
 LOHA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
                 "gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}
 
@@ -268,6 +272,37 @@ def test_houlsby_ffn_lora_sits_on_the_ffn_of_adapted_layers_at_its_ranks(
     assert len(names) == 2 and all(out in n for n in names)
 
 
+def test_houlsby_ffn_dora_trains_one_magnitude_per_output_unit(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``ffn_lora_dora`` makes the FFN LoRAs DoRA: each LoRA'd projection gets a trained magnitude with
+    one entry per output unit (64 on the FFN input projection, 32 on its output), the magnitudes move
+    in training and travel in the artifact, and the loaded model gives the same outputs."""
+    from safetensors.torch import load_file
+
+    from registry.methods.model import load_adapted_model
+
+    model = build(tiny_models, "houlsby", "bert", "single_label", bottleneck_size=4, ffn_lora_rank=4,
+                  ffn_lora_out_rank=2, ffn_lora_dora=True)
+    mags = {n: p for n, p in model.backbone.named_parameters() if "lora_magnitude_vector" in n}
+    assert len(mags) == 2 * 2 and all(p.requires_grad for p in mags.values())  # 2 layers x 2 projections
+    assert sorted(p.numel() for p in mags.values()) == [32, 32, 64, 64]
+    before = {n: p.detach().clone() for n, p in mags.items()}
+    train_steps(model, "single_label")
+    assert all(not torch.equal(before[n], p) for n, p in mags.items())
+    model.save(tmp_path / "a", metadata={})
+    saved = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    assert sum("lora_magnitude_vector" in k for k in saved) == 4
+    loaded = load_adapted_model(tiny_models["bert"], tmp_path / "a")
+    assert loaded.method_config["ffn_lora_dora"] is True
+    enc, _ = batch(model, "single_label")
+    with torch.no_grad():
+        assert torch.allclose(loaded(**enc), model(**enc), atol=1e-6, rtol=0)
+    plain = build(tiny_models, "houlsby", "bert", "single_label", bottleneck_size=4, ffn_lora_rank=4,
+                  ffn_lora_out_rank=2)
+    extra = sum(p.numel() for p in model.parameters() if p.requires_grad) - sum(
+        p.numel() for p in plain.parameters() if p.requires_grad)
+    assert extra == 2 * (64 + 32)
+
+
 def test_houlsby_ffn_lora_dropout_acts_in_training_only(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """``ffn_lora_dropout`` is PEFT's lora_dropout on the FFN LoRAs: it draws masks in training (two
     forward passes differ even with the base's dropout off) and is the identity in eval, and the option
@@ -307,7 +342,8 @@ def test_artifact_from_before_an_option_existed_still_loads(tiny_models: dict[st
     path = tmp_path / "a" / "adapter_config.json"
     cfg = json.loads(path.read_text())
     recorded = cfg["auto_mapping"][META_NAMESPACE]["method_config"]
-    del recorded["ffn_lora_rank"], recorded["ffn_lora_out_rank"], recorded["ffn_lora_dropout"]
+    for option in ("ffn_lora_rank", "ffn_lora_out_rank", "ffn_lora_dropout", "ffn_lora_dora"):
+        del recorded[option]
     path.write_text(json.dumps(cfg))
     loaded = load_adapted_model(tiny_models["bert"], tmp_path / "a")
     assert loaded.method_config == model.method_config
@@ -593,6 +629,8 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("pfeiffer", {"ffn_lora_rank": 4}, "method_config.ffn_lora_rank"),
         ("houlsby", {"ffn_lora_rank": 4, "ffn_lora_dropout": 0.95}, "method_config.ffn_lora_dropout"),
         ("houlsby", {"ffn_lora_dropout": 0.1}, "method_config.ffn_lora_dropout"),  # no FFN LoRA to drop out
+        ("houlsby", {"ffn_lora_rank": 4, "ffn_lora_dora": 1}, "method_config.ffn_lora_dora"),
+        ("houlsby", {"ffn_lora_dora": True}, "method_config.ffn_lora_dora"),  # no FFN LoRA to decompose
         ("lora", {"target_modules": []}, "method_config.target_modules"),
         ("lora", {"target_modules": ["../x y"]}, "method_config.target_modules"),
         ("lora", {"bias": "some"}, "method_config.bias"),
@@ -622,7 +660,7 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
         "train_layer_norms": False, "base_dropout": True, "base_attention_dropout": True, "ffn_lora_rank": 0,
         "ffn_lora_out_rank": 0,
-        "ffn_lora_dropout": 0.0,
+        "ffn_lora_dropout": 0.0, "ffn_lora_dora": False,
     }
     assert validate_method_config("houlsby", {"base_dropout": False})["base_dropout"] is False
     assert validate_method_config("peft", {"peft_type": "loha", "r": 4}) == {"peft_type": "LOHA", "r": 4}
