@@ -508,9 +508,11 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         out_dir=out,
         device=job["device"],
     )
+    averager = WeightAverager(job.get("average") or [], _total_steps(data / "train.jsonl", hp))
     t0 = time.time()
     try:
-        res = run_training(spec, on_progress=lambda p: None, should_stop=lambda: False)
+        with averager:
+            res = run_training(spec, on_progress=lambda p: None, should_stop=lambda: False)
     except Exception as exc:  # report and go on: one broken configuration must not sink the grid
         return {**job, "error": f"{type(exc).__name__}: {exc}"}
     selected = {k: v for k, v in res.metrics.items() if k in ("accuracy", "matthews_corr", "eval_loss")}
@@ -532,6 +534,21 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     report_p1 = _positive_probs(model, items) if job.get("predictions") else None
     if job.get("keep_weights") and method in BASELINES:
         _save_weights(model, Path(job["keep_weights"]) / f"seed{hp['seed']}-{job['config']}-{job['task']}.safetensors")
+    # the same run scored with each averaged copy of its weights (the raw figures above are untouched)
+    averaged = {}
+    if averager.kinds:
+        select_items = (
+            encode(read_jsonl(select, task_type="single_label", labels=["0", "1"]), model.tokenizer, **tok_kw)
+            if select.is_file()
+            else None
+        )
+        pad = int(model.tokenizer.pad_token_id)
+        for kind in averager.kinds:
+            with averager.swapped(kind):
+                rep = evaluate(model, items, pad_id=pad)
+                sel = evaluate(model, select_items, pad_id=pad) if select_items is not None else rep
+            averaged[kind] = {part: {k: m[k] for k in ("accuracy", "matthews_corr", "eval_loss")}
+                              for part, m in (("select", sel), ("report", rep))}
     art = sum(f.stat().st_size for f in res.files)
     shutil.rmtree(out, ignore_errors=True)
     _LAST_MODEL.clear()
@@ -553,7 +570,92 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         "train_steps": res.metrics.get("train_steps"),
         "wall_s": time.time() - t0,
         **({"report_p1": report_p1} if report_p1 is not None else {}),
+        **({"averaged": averaged} if averaged else {}),
     }
+
+
+def _total_steps(train: Path, hp: dict[str, Any]) -> int:
+    """The trainer's step count for this file and budget (``run_training`` computes the same)."""
+    rows = sum(1 for line in open(train, encoding="utf-8") if line.strip())
+    total = max(1, math.ceil(math.ceil(rows / int(hp["batch_size"])) * float(hp["epochs"])))
+    return min(total, int(hp["max_steps"])) if hp.get("max_steps") else total
+
+
+class WeightAverager:
+    """Averages of the weights an optimiser trains, kept alongside one training run.
+
+    ``ema0.99`` etc.: an exponential moving average of the iterates (Polyak and Juditsky 1992) with
+    decay ``min(d, 1 - 1/n)`` at its n-th iterate: the plain mean of the first 1/(1 - d) iterates,
+    then an EMA, so the random initial head does not linger in it (TensorFlow's ``num_updates``
+    warm-up, (1 + t)/(10 + t), would keep d below 0.99 for the whole of these ~800-step runs).
+    ``tail0.33``: the plain mean of the iterates over the last third of the steps
+    (stochastic weight averaging's tail, Izmailov et al. 2018, without its cyclic lr). The copies are
+    updated from a global optimiser post-step hook, which reads the weights and draws no random
+    numbers, so the run itself is exactly the run without averaging."""
+
+    def __init__(self, kinds: list[str], total_steps: int) -> None:
+        for kind in kinds:
+            if not re.fullmatch(r"(ema|tail)0?\.\d+", kind):
+                raise SystemExit(f"--average: {kind!r} is not emaD or tailF (e.g. ema0.99, tail0.33)")
+        self.kinds = list(kinds)
+        self.total = total_steps
+        self.params: list[Any] = []
+        self.copies: dict[str, list[Any]] = {}
+        self.counts: dict[str, int] = {}
+        self.step = 0
+        self._handle: Any = None
+
+    def __enter__(self) -> WeightAverager:
+        if self.kinds:
+            from torch.optim.optimizer import register_optimizer_step_post_hook
+
+            self._handle = register_optimizer_step_post_hook(self._after_step)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        import torch
+
+        with torch.no_grad():
+            if not self.params:
+                self.params = [p for g in optimizer.param_groups for p in g["params"]]
+            self.step += 1
+            t = self.step
+            for kind in self.kinds:
+                value = float(kind[4:])
+                if kind.startswith("tail") and t <= self.total * (1.0 - value):
+                    continue
+                n = self.counts.get(kind, 0) + 1
+                self.counts[kind] = n
+                if kind not in self.copies:
+                    self.copies[kind] = [p.detach().clone() for p in self.params]
+                    continue
+                # m += w (p - m): w = 1/n is the running mean; an EMA stops shrinking w at 1 - d
+                weight = max(1.0 - value, 1.0 / n) if kind.startswith("ema") else 1.0 / n
+                torch._foreach_lerp_(self.copies[kind], [p.detach() for p in self.params], weight)
+
+    def swapped(self, kind: str) -> Any:
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def swap() -> Any:
+            raw = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                for p, c in zip(self.params, self.copies[kind], strict=True):
+                    p.copy_(c)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    for p, r in zip(self.params, raw, strict=True):
+                        p.copy_(r)
+
+        return swap()
 
 
 def _save_weights(model: Any, path: Path) -> None:
@@ -657,6 +759,7 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
                 "deadline": deadline,
                 "predictions": args.predictions,
                 "keep_weights": args.keep_weights,
+                "average": args.average.split(",") if args.average else [],
             }
             for c, t, lr in todo
         ]
@@ -1640,6 +1743,116 @@ def cmd_budget(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
+def averaged_tables(table: dict[tuple[str, str, int], dict[str, Any]]) -> dict[str, dict[tuple[str, str, int], Any]]:
+    """``raw`` and each weight average (``accuracy --average``) -> the seed table scored with it;
+    only the runs that recorded every average, so all views hold the same runs."""
+    kinds = sorted({k for r in table.values() for k in r.get("averaged", {})})
+    runs = {key: r for key, r in table.items() if all(k in r.get("averaged", {}) for k in kinds)}
+    out: dict[str, dict[tuple[str, str, int], Any]] = {"raw": runs}
+    for kind in kinds:
+        out[kind] = {key: {**r, **r["averaged"][kind]} for key, r in runs.items()}
+    return out
+
+
+def _svg_averages(cells: dict[tuple[str, str], list[tuple[int, float]]], panels: list[str], views: list[str],
+                  path: Path, margin: float, label: str) -> None:
+    """One panel per task and one for the mean of the three: each seed's gap to the baseline (dots)
+    and its mean (bar), per weight average; solid at 0, dashed at minus the target margin."""
+    vals = [v for pts in cells.values() for _, v in pts] + [0.0, -margin]
+    lo, hi = min(vals) - 0.4, max(vals) + 0.4
+    plot_w = max(200, 55 * len(views))
+    panel_w, plot_h, top, left = plot_w + 50, 240, 50, 50
+    w, h = left + panel_w * len(panels), top + plot_h + 40
+
+    def y(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    parts = [
+        *_svg_frame(w, h),
+        f'<text x="{left}" y="20" font-size="14">{label}: accuracy gap in points per seed (dots) and its mean '
+        f"(bars), with the last weights (raw) and with each weight average. Dashed: minus {margin:g} point</text>",
+    ]
+    for i, panel in enumerate(panels):
+        x0 = left + i * panel_w
+        _gap_panel(parts, x0, panel, (lo, hi), y, (plot_w, plot_h, top), margin)
+        for j, view in enumerate(views):
+            cx = x0 + plot_w * (j + 0.5) / len(views)
+            colour = "#8c564b" if view == "raw" else "#17becf"
+            _dots_and_mean(parts, cx, cells.get((panel, view), []), y, colour, f"{panel}, {view}")
+            parts.append(
+                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{view}</text>'
+            )
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def cmd_averages(args: argparse.Namespace) -> None:
+    """Runs that also scored averaged weights (``accuracy --average``): per configuration and weight
+    average, what the average changes against the run's own last weights (paired by run), and each
+    configuration's gap to the baseline when both use the same average (paired by seed)."""
+    views = averaged_tables(filter_table(seed_table(args.files), args))
+    base = args.baseline
+    configs = [c for c in CONFIGS if any(k[0] == c for k in views["raw"])]
+    summary: dict[str, Any] = {}
+    print("| configuration | weights | " + " | ".join(TASKS) + " | mean of three | vs its last weights, 95 % t |")
+    print("|---|---|" + "---:|" * (len(TASKS) + 1) + "---|")
+    for c in configs:
+        for view, table in views.items():
+            means = seed_means(table)
+            seeds = sorted(s for (cc, s) in means if cc == c)
+            if not seeds:
+                continue
+            accs = [statistics.mean(table[(c, t, s)]["report"]["accuracy"] * 100 for s in seeds) for t in TASKS]
+            m = statistics.mean(means[(c, s)] for s in seeds)
+            entry: dict[str, Any] = {"seeds": seeds, "tasks": dict(zip(TASKS, accs, strict=True)), "mean_acc": m}
+            row = f"| {c} | {view} | " + " | ".join(f"{a:.2f}" for a in accs) + f" | {m:.2f} | "
+            if view != "raw" and len(seeds) >= 2:
+                raw = seed_means(views["raw"])
+                d, lo, hi = paired_interval([means[(c, s)] - raw[(c, s)] for s in seeds])
+                row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                entry.update(vs_raw=d, vs_raw_ci95=[lo, hi])
+            print(row + " |")
+            summary.setdefault(c, {})[view] = entry
+    cells: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    head = " | ".join(TASKS)
+    print(f"\n| configuration | weights (both) | seeds | gap to {base}: {head} | mean of three, 95 % t |")
+    print("|---|---|---|" + "---:|" * len(TASKS) + "---|")
+    shown = next((c for c in configs if c != base), None)
+    for c in configs:
+        if c == base:
+            continue
+        for view, table in views.items():
+            means = seed_means(table)
+            seeds = sorted(s for (cc, s) in means if cc == c and (base, s) in means)
+            if not seeds:
+                continue
+            def acc(cc: str, t: str, s: int, table: dict[Any, Any] = table) -> float:
+                return float(table[(cc, t, s)]["report"]["accuracy"]) * 100
+
+            per_task = {t: [(s, acc(c, t, s) - acc(base, t, s)) for s in seeds] for t in TASKS}
+            gaps = [(s, means[(c, s)] - means[(base, s)]) for s in seeds]
+            row = f"| {c} | {view} | {', '.join(map(str, seeds))} | "
+            row += " | ".join(f"{statistics.mean(v for _, v in per_task[t]):+.2f}" for t in TASKS) + " | "
+            entry = summary[c][view]
+            entry["gap_tasks"] = {t: statistics.mean(v for _, v in per_task[t]) for t in TASKS}
+            if len(seeds) >= 2:
+                d, lo, hi = paired_interval([v for _, v in gaps])
+                row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                entry.update(gap=d, gap_ci95=[lo, hi], gaps=dict(gaps))
+            print(row + " |")
+            if c == shown:
+                for t in TASKS:
+                    cells[(t, view)] = per_task[t]
+                cells[("mean of the three", view)] = gaps
+    if args.svg and shown is not None:
+        _svg_averages(cells, [*TASKS, "mean of the three"], list(views), Path(args.svg), args.margin,
+                      f"{shown} minus {base}")
+        print(f"\nwrote {args.svg}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
 def width_table(args: argparse.Namespace) -> dict[str, Any]:
     """Each configuration's trainable share and, per task and over the tasks shown, its gap to the
     baseline paired by seed (the same seed gives both the same data order), with a 95 % t-interval.
@@ -2159,6 +2372,8 @@ def main() -> None:
     p.add_argument("--deadline-s", type=float, default=None, help="start no job after this many seconds")
     p.add_argument("--resume", nargs="*", help="partial .jsonl files of earlier calls: their runs are kept")
     p.add_argument("--predictions", action="store_true", help="keep each run's P(label 1) on the reported split")
+    p.add_argument("--average", default=None,
+                   help="also score averaged weights of each run, e.g. ema0.99,ema0.998,tail0.33")
     p.add_argument("--keep-weights", default=None,
                    help="a directory: full fine-tuning's trained backbone and head go there, for `delta`")
     p = sub.add_parser("speed")
@@ -2218,6 +2433,16 @@ def main() -> None:
     p.add_argument("--svg", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--margin", type=float, default=0.5)
+    p = sub.add_parser("averages", help="runs scored with averaged weights too: the change and the gap, per average")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--baseline", default="full")
+    p.add_argument("--configs", default=None)
+    p.add_argument("--tasks", default=None)
+    p.add_argument("--only-seeds", default=None)
+    p.add_argument("--split", choices=("report", "select"), default="report")
+    p.add_argument("--svg", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--margin", type=float, default=0.5)
     p = sub.add_parser("errors", help="where errors lie on the reported split (by length), paired by seed")
     p.add_argument("files", nargs="+")
     p.add_argument("--carry", default=".bench-carry")
@@ -2258,6 +2483,7 @@ def main() -> None:
         "seeds": cmd_seeds,
         "devices": cmd_devices,
         "budget": cmd_budget,
+        "averages": cmd_averages,
         "width": cmd_width,
         "errors": cmd_errors,
         "delta": cmd_delta,
