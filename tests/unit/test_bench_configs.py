@@ -359,3 +359,60 @@ def test_registry_ffn_lora_draws_the_screens_weights_from_a_seed(screen: str, re
     for n in a:
         assert torch.equal(a[n], b[n]), n
     assert built[1].method_config["ffn_lora_rank"] == 16 and built[1].method_config["ffn_lora_out_rank"] == 4
+
+
+def test_weight_averager_keeps_a_running_mean_then_an_ema_and_a_tail_mean() -> None:
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    avg = BENCH.WeightAverager(["ema0.9", "ema0.5", "tail0.5"], total_steps=10)
+    with avg:
+        for _ in range(10):  # the iterates are 1, 2, ..., 10
+            p.grad = torch.tensor([-1.0])
+            opt.step()
+    p.grad = torch.tensor([-1.0])
+    opt.step()  # the hook is gone after the block
+    assert avg.step == 10 and p.item() == 11.0
+    assert avg.copies["tail0.5"][0].item() == pytest.approx(8.0)  # mean of iterates 6..10
+    assert avg.copies["ema0.9"][0].item() == pytest.approx(5.5)  # 1/n >= 0.1 for all ten: the plain mean
+    ema = 1.5  # ema0.5: the mean of 1 and 2, then m += (x - m) / 2
+    for x in range(3, 11):
+        ema += (x - ema) / 2
+    assert avg.copies["ema0.5"][0].item() == pytest.approx(ema)
+    with avg.swapped("tail0.5"):
+        assert p.item() == pytest.approx(8.0)
+    assert p.item() == 11.0
+    with pytest.raises(SystemExit):
+        BENCH.WeightAverager(["swa"], total_steps=10)
+
+
+def test_average_scores_averaged_weights_and_leaves_the_run_itself_alone(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``accuracy --average``: the raw figures are those of a run without it (the hook draws no random
+    numbers); a one-step tail and a zero-decay EMA are the last weights, so they score the same."""
+    import hashlib
+    import random
+
+    import torch
+
+    rng = random.Random(1)
+    rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w in ("good", "great") else "0",
+             "response": None} for w in rng.choices(["good", "great", "bad", "awful"], k=40)]
+    (tmp_path / "cola").mkdir()
+    for split in ("train", "report"):
+        (tmp_path / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = tiny_models["bert"]
+    job = {"task": "cola", "config": "houlsby_nodrop", "lr": 1e-2, "data": str(tmp_path), "base": str(base),
+           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
+           "hp": {"max_steps": 6, "batch_size": 8}, "threads": torch.get_num_threads()}
+    plain = BENCH._train_job(job)
+    averaged = BENCH._train_job({**job, "average": ["ema0.0", "tail0.1", "tail0.5"]})
+    assert "error" not in averaged, averaged
+    assert "averaged" not in plain
+    assert averaged["report"] == plain["report"] and averaged["select"] == plain["select"]
+    for last in ("ema0.0", "tail0.1"):
+        assert averaged["averaged"][last]["report"] == pytest.approx(plain["report"])
+    assert set(averaged["averaged"]["tail0.5"]) == {"select", "report"}
+    assert averaged["averaged"]["tail0.5"]["report"]["eval_loss"] != pytest.approx(plain["report"]["eval_loss"])

@@ -378,3 +378,32 @@ def test_devices_command_pools_by_seed_and_averages_a_seeds_devices_first(
     assert svg_text.count(": 95 % interval ") == 4 * 3 and svg_text.count("stroke-dasharray") == 1
     with pytest.raises(SystemExit, match="every file ran on cuda"):
         bench.cmd_devices(argparse.Namespace(**{**vars(args), "files": [gpu]}))
+
+
+def test_averages_command_pairs_each_average_with_the_last_weights_and_the_baseline(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    runs = []
+    # per seed: (full raw, full ema, houlsby raw, houlsby ema)
+    for seed, (fr, fe, hr, he) in {43: (0.80, 0.81, 0.79, 0.81), 44: (0.82, 0.82, 0.80, 0.81)}.items():
+        for task in bench.TASKS:
+            for config, raw, ema in (("full", fr, fe), ("houlsby", hr, he)):
+                r = _run(config, task, 1e-3, raw, raw, seed)
+                r["averaged"] = {"ema0.99": {"select": {"accuracy": ema, "matthews_corr": ema},
+                                             "report": {"accuracy": ema, "matthews_corr": ema}}}
+                runs.append(r)
+    runs.append(_run("houlsby", "sst2", 1e-3, 0.5, 0.5, 45))  # no averages: left out of every view
+    (tmp_path / "r.json").write_text(json.dumps({"runs": runs}))
+    import argparse
+
+    out, svg = tmp_path / "a.json", tmp_path / "a.svg"
+    bench.cmd_averages(argparse.Namespace(files=[str(tmp_path / "r.json")], baseline="full", configs=None, tasks=None,
+                                          only_seeds=None, split="report", svg=str(svg), out=str(out), margin=0.5))
+    s = json.loads(out.read_text())
+    assert s["houlsby"]["raw"]["seeds"] == [43, 44]
+    assert s["houlsby"]["raw"]["gaps"] == {"43": pytest.approx(-1.0), "44": pytest.approx(-2.0)}
+    assert s["houlsby"]["ema0.99"]["gaps"] == {"43": pytest.approx(0.0), "44": pytest.approx(-1.0)}
+    assert s["houlsby"]["ema0.99"]["vs_raw"] == pytest.approx(1.5)  # +2 and +1 against its own last weights
+    assert s["full"]["ema0.99"]["vs_raw"] == pytest.approx(0.5)
+    text = svg.read_text()
+    assert text.count("<circle") == 4 * 2 * 2  # 4 panels x 2 views x 2 seeds
