@@ -1840,6 +1840,9 @@ def cmd_averages(args: argparse.Namespace) -> None:
                 d, lo, hi = paired_interval([v for _, v in gaps])
                 row += f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
                 entry.update(gap=d, gap_ci95=[lo, hi], gaps=dict(gaps))
+            else:
+                row += f"{gaps[0][1]:+.2f} (one seed)"
+                entry.update(gap=gaps[0][1], gaps=dict(gaps))
             print(row + " |")
             if c == shown:
                 for t in TASKS:
