@@ -1761,7 +1761,7 @@ def _svg_averages(cells: dict[tuple[str, str], list[tuple[int, float]]], panels:
     vals = [v for pts in cells.values() for _, v in pts] + [0.0, -margin]
     lo, hi = min(vals) - 0.4, max(vals) + 0.4
     plot_w = max(200, 55 * len(views))
-    panel_w, plot_h, top, left = plot_w + 50, 240, 50, 50
+    panel_w, plot_h, top, left = plot_w + 50, 240, 66, 50
     w, h = left + panel_w * len(panels), top + plot_h + 40
 
     def y(v: float) -> float:
@@ -1770,7 +1770,9 @@ def _svg_averages(cells: dict[tuple[str, str], list[tuple[int, float]]], panels:
     parts = [
         *_svg_frame(w, h),
         f'<text x="{left}" y="20" font-size="14">{label}: accuracy gap in points per seed (dots) and its mean '
-        f"(bars), with the last weights (raw) and with each weight average. Dashed: minus {margin:g} point</text>",
+        "(bars),</text>",
+        f'<text x="{left}" y="38" font-size="14">both with their last weights (raw) or both with the same weight '
+        f"average. Dashed: minus {margin:g} point</text>",
     ]
     for i, panel in enumerate(panels):
         x0 = left + i * panel_w
