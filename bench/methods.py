@@ -508,7 +508,8 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         out_dir=out,
         device=job["device"],
     )
-    averager = WeightAverager(job.get("average") or [], _total_steps(data / "train.jsonl", hp))
+    kinds = job.get("average") or []
+    averager = WeightAverager(kinds, _total_steps(data / "train.jsonl", hp) if kinds else 0)
     t0 = time.time()
     try:
         with averager:
@@ -1674,19 +1675,38 @@ def _svg_budget(
         f'<text x="{left}" y="20" font-size="14">{label}: accuracy gap in points per seed (dots) and its mean '
         f"(bars), by epoch budget. Dashed: minus {margin:g} point</text>",
     ]
-    for i, task in enumerate(tasks):
-        x0 = left + i * panel_w
-        _gap_panel(parts, x0, task, (lo, hi), y, (plot_w, plot_h, top), margin)
-        for j, e in enumerate(budgets):
-            pts = cells.get((task, e), [])
-            cx = x0 + plot_w * (j + 0.5) / len(budgets)
-            _dots_and_mean(parts, cx, pts, y, "#9467bd", f"{task}, {e:g} epochs")
-            parts.append(
-                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{e:g} epochs</text>'
-            )
-    parts.append("</svg>")
+    _gap_columns(parts, tasks, budgets, cells, y, (lo, hi), (left, panel_w, plot_w, plot_h, top), margin,
+                 lambda e: "#9467bd", lambda e: f"{e:g} epochs")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts) + "\n")
+
+
+def _gap_columns(
+    parts: list[str],
+    panels: list[Any],
+    columns: list[Any],
+    cells: dict[tuple[Any, Any], list[tuple[int, float]]],
+    y: Any,
+    span: tuple[float, float],
+    geometry: tuple[float, float, float, float, float],
+    margin: float,
+    colour: Any,
+    name: Any,
+) -> None:
+    """Gap panels side by side, one column of dots and a mean bar per ``columns`` entry in each, a
+    label under each column; closes the figure (``geometry`` is left, panel width, plot width and
+    height, top; ``colour`` and ``name`` map a column to its colour and label)."""
+    left, panel_w, plot_w, plot_h, top = geometry
+    for i, panel in enumerate(panels):
+        x0 = left + i * panel_w
+        _gap_panel(parts, x0, panel, span, y, (plot_w, plot_h, top), margin)
+        for j, column in enumerate(columns):
+            cx = x0 + plot_w * (j + 0.5) / len(columns)
+            _dots_and_mean(parts, cx, cells.get((panel, column), []), y, colour(column), f"{panel}, {name(column)}")
+            parts.append(
+                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{name(column)}</text>'
+            )
+    parts.append("</svg>")
 
 
 def cmd_budget(args: argparse.Namespace) -> None:
@@ -1774,17 +1794,8 @@ def _svg_averages(cells: dict[tuple[str, str], list[tuple[int, float]]], panels:
         f'<text x="{left}" y="38" font-size="14">both with their last weights (raw) or both with the same weight '
         f"average. Dashed: minus {margin:g} point</text>",
     ]
-    for i, panel in enumerate(panels):
-        x0 = left + i * panel_w
-        _gap_panel(parts, x0, panel, (lo, hi), y, (plot_w, plot_h, top), margin)
-        for j, view in enumerate(views):
-            cx = x0 + plot_w * (j + 0.5) / len(views)
-            colour = "#8c564b" if view == "raw" else "#17becf"
-            _dots_and_mean(parts, cx, cells.get((panel, view), []), y, colour, f"{panel}, {view}")
-            parts.append(
-                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{view}</text>'
-            )
-    parts.append("</svg>")
+    _gap_columns(parts, panels, views, cells, y, (lo, hi), (left, panel_w, plot_w, plot_h, top), margin,
+                 lambda v: "#8c564b" if v == "raw" else "#17becf", str)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts) + "\n")
 

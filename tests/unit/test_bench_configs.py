@@ -72,24 +72,30 @@ def test_head_lr_factor_reaches_the_trainer(name: str, head_lr: float, up_ratio:
     assert seen["up_lr_ratio"] == up_ratio
 
 
-def test_predictions_are_the_reported_split_in_file_order(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    """``accuracy --predictions`` keeps P(label "1") per reported row; thresholded at 0.5 they give
-    the accuracy the trainer itself reported on that split (CoLA-like: no selection split)."""
+def _tiny_cola_job(base: Path, data: Path, *, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """40 CoLA-like rows (train = report, no selection split) under ``data`` and a 6-step job on ``base``."""
     import hashlib
     import random
 
     import torch
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w in ("good", "great") else "0",
              "response": None} for w in rng.choices(["good", "great", "bad", "awful"], k=40)]
-    (tmp_path / "cola").mkdir()
+    (data / "cola").mkdir()
     for split in ("train", "report"):
-        (tmp_path / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    base = tiny_models["bert"]
-    job = {"task": "cola", "config": "houlsby_nodrop", "lr": 1e-2, "data": str(tmp_path), "base": str(base),
+        (data / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = {"task": "cola", "config": "houlsby_nodrop", "lr": 1e-2, "data": str(data), "base": str(base),
            "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
-           "hp": {"max_steps": 6, "batch_size": 8}, "threads": torch.get_num_threads(), "predictions": True}
+           "hp": {"max_steps": 6, "batch_size": 8}, "threads": torch.get_num_threads()}
+    return rows, job
+
+
+def test_predictions_are_the_reported_split_in_file_order(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``accuracy --predictions`` keeps P(label "1") per reported row; thresholded at 0.5 they give
+    the accuracy the trainer itself reported on that split (CoLA-like: no selection split)."""
+    rows, job = _tiny_cola_job(tiny_models["bert"], tmp_path, seed=0)
+    job["predictions"] = True
     out = BENCH._train_job(job)
     assert "error" not in out, out
     p1 = out["report_p1"]
@@ -392,21 +398,7 @@ def test_average_scores_averaged_weights_and_leaves_the_run_itself_alone(
 ) -> None:
     """``accuracy --average``: the raw figures are those of a run without it (the hook draws no random
     numbers); a one-step tail and a zero-decay EMA are the last weights, so they score the same."""
-    import hashlib
-    import random
-
-    import torch
-
-    rng = random.Random(1)
-    rows = [{"text": f"the film was {w}", "text_pair": None, "label": "1" if w in ("good", "great") else "0",
-             "response": None} for w in rng.choices(["good", "great", "bad", "awful"], k=40)]
-    (tmp_path / "cola").mkdir()
-    for split in ("train", "report"):
-        (tmp_path / "cola" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    base = tiny_models["bert"]
-    job = {"task": "cola", "config": "houlsby_nodrop", "lr": 1e-2, "data": str(tmp_path), "base": str(base),
-           "sha": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest(), "device": "cpu",
-           "hp": {"max_steps": 6, "batch_size": 8}, "threads": torch.get_num_threads()}
+    _, job = _tiny_cola_job(tiny_models["bert"], tmp_path, seed=1)
     plain = BENCH._train_job(job)
     averaged = BENCH._train_job({**job, "average": ["ema0.0", "tail0.1", "tail0.5"]})
     assert "error" not in averaged, averaged
