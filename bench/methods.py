@@ -1201,7 +1201,7 @@ def cmd_dropout_cost(args: argparse.Namespace) -> None:
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     for k, v in med.items():
-        print(f"{k:22s} {v:7.2f} ms (median of {args.reps}, forward + backward)")
+        print(f"{k:26s} {v:7.2f} ms (median of {args.reps}, forward + backward)")
     print(f"attention with dropout / without: {med['attention p=0.1'] / med['attention p=0']:.2f}x")
     print(f"FFN-input dropout, torch's / FastDropout: {med['ffn dropout p=0.3'] / med['ffn FastDropout p=0.3']:.2f}x")
     Path(args.out).write_text(

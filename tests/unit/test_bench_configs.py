@@ -370,7 +370,7 @@ def test_registry_ffn_lora_draws_the_screens_weights_from_a_seed(screen: str, re
 def test_stock_dropout_configs_keep_torchs_dropout_and_the_fast_one_the_registrys() -> None:
     """The seeded series trained before FastDropout keep torch's nn.Dropout on their LoRA inputs (so a
     new seed joins the same series, with the same masks from the same seed); ``_fast`` is what the
-    registry builds. Both have the same p, the same weights from the same seed, and the same eval outputs."""
+    registry builds. Both have the same p and the same weights from the same seed (so the same eval outputs)."""
     import torch
 
     from registry.methods.dropout import FastDropout
