@@ -164,6 +164,21 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "base_attention_dropout": False},
         ADAPTER_LRS,
     ),
+    # target 2's speed: AdapterDrop's skipped lowest layer (backward stops above it) on the hybrid with the
+    # attention dropout off; the budget layer 0 frees goes to the FFN LoRAs (ranks 20 and 5: 1.43 %).
+    # Step time only so far; with and without the LoRAs' dropout 0.3.
+    "houlsby11_ffnlora20_skip1_attnodrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
+         "base_attention_dropout": False},
+        ADAPTER_LRS,
+    ),
+    "houlsby11_ffnlora20_skip1_ldrop3_attnodrop": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
+         "ffn_lora_dropout": 0.3, "base_attention_dropout": False},
+        ADAPTER_LRS,
+    ),
     # and on the frozen base without dropout (fused attention, target 2's speed): is the LoRAs' own dropout
     # enough of a regulariser to stand in for the base's?
     "houlsby11_ffnlora_nodrop_ldrop": (
