@@ -26,17 +26,21 @@ def test_keep_rate_and_scale_match_stock_dropout(p: float) -> None:
     assert abs(float(y.mean()) - 1.0) < 5 * sd / n / (1 - p)
 
 
-def test_lanes_are_independent_and_uniform() -> None:
-    """Neighbouring elements (lanes of one random word) are uncorrelated, and every lane position
-    and every one of the four lanes of a word keeps at the same rate: no lane is biased (the top
-    lane of a word would be, had the words been drawn from [0, 2**63))."""
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.7])
+def test_lanes_are_independent_and_uniform(p: float) -> None:
+    """Neighbouring elements (lanes of one random word, and the last lane of a word with the first of
+    the next) are uncorrelated, and each of the four lanes of a word keeps at 1 - p: no lane is biased
+    (the top lane of a word would be, had the words been drawn from [0, 2**63)), at thresholds that
+    test the lanes' low bits as well as their sign."""
     torch.manual_seed(1)
-    keep = keep_mask((1 << 20, 4), 0.5).float()  # one word per row
+    rows = 1 << 20
+    keep = keep_mask((rows, 4), p).float()  # one word per row
     rates = keep.mean(0)
-    assert torch.all((rates - 0.5).abs() < 5 * math.sqrt(0.25 / (1 << 20)))
-    a, b = keep[:, :-1].flatten(), keep[:, 1:].flatten()
-    corr = float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
-    assert abs(corr) < 0.01
+    assert torch.all((rates - (1 - p)).abs() < 5 * math.sqrt(p * (1 - p) / rows))
+    flat = keep.flatten()
+    for a, b in ((keep[:, :-1].flatten(), keep[:, 1:].flatten()), (flat[3:-1:4], flat[4::4])):
+        corr = float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
+        assert abs(corr) < 5 / math.sqrt(a.numel())
     # and the mask is not the same from one call to the next
     assert not torch.equal(keep_mask((4096,), 0.5), keep_mask((4096,), 0.5))
 
