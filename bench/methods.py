@@ -151,6 +151,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     # the same as the registry now trains it: the LoRAs' dropout masks drawn by FastDropout on CPU
     # (registry/methods/dropout.py; the same distribution, a cheaper mask). The configurations in
     # STOCK_DROPOUT keep torch's own dropout, as their seeds were trained before FastDropout existed.
+    "houlsby11_ffnlora_ldrop3_randmask": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
+        ADAPTER_LRS,
+    ),
     "houlsby11_ffnlora_ldrop3_fast": (
         "houlsby",
         {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
@@ -231,6 +236,10 @@ STOCK_DROPOUT = frozenset({
     "houlsby11_ffnlora_ldrop", "houlsby11_ffnlora_ldrop3", "houlsby10_ffnlora_ldrop3_ln",
     "houlsby11_ffnlora_nodrop_ldrop", "houlsby11_ffnlora_ldrop_attnodrop",
 })
+# a diagnostic for FastDropout: the LoRAs' dropout masks drawn from torch.rand (one MT19937 float per
+# element, as torch's dropout draws them on AMD CPUs) instead of FastDropout's lanes or, on Intel CPUs,
+# torch's MKL Bernoulli stream: which of the two differences moves accuracy, if either does
+RAND_MASK_DROPOUT = frozenset({"houlsby11_ffnlora_ldrop3_randmask"})
 # configurations that add a PEFT method on top of their bottleneck adapter: (PEFT config class, its kwargs)
 _FFN = r".*\.intermediate\.dense|.*\.layer\.\d+\.output\.dense\.base_layer"
 _FFN_OUT = r".*\.layer\.\d+\.output\.dense\.base_layer"
@@ -430,14 +439,21 @@ def _build_baseline(spec: Any, device: Any) -> Any:
 
 _LAST_MODEL: list[Any] = []
 _EXTRA_PEFT_NOW: list[tuple[str, dict[str, Any]]] = []
-_STOCK_DROPOUT_NOW: list[bool] = []
+_STOCK_DROPOUT_NOW: list[str] = []
 
 
-def _stock_dropout(model: Any) -> int:
-    """Put torch's own ``nn.Dropout`` back where the registry put a ``FastDropout`` (STOCK_DROPOUT)."""
+def _stock_dropout(model: Any, kind: str = "stock") -> int:
+    """Put torch's own ``nn.Dropout`` back where the registry put a ``FastDropout`` (STOCK_DROPOUT), or
+    with ``kind="rand"`` a dropout whose mask is ``torch.rand(...) >= p`` (RAND_MASK_DROPOUT)."""
     import torch
 
     from registry.methods.dropout import FastDropout
+
+    class RandMaskDropout(torch.nn.Dropout):
+        def forward(self, x: Any) -> Any:
+            if not self.training or self.p == 0:
+                return x
+            return x * (torch.rand(x.shape, device=x.device) >= self.p).to(x.dtype) / (1.0 - self.p)
 
     swapped = 0
     for module in model.modules():
@@ -445,7 +461,7 @@ def _stock_dropout(model: Any) -> int:
         if isinstance(drops, torch.nn.ModuleDict):
             for key, drop in list(drops.items()):
                 if isinstance(drop, FastDropout):
-                    drops[key] = torch.nn.Dropout(drop.p)
+                    drops[key] = RandMaskDropout(drop.p) if kind == "rand" else torch.nn.Dropout(drop.p)
                     drops[key].train(drop.training)
                     swapped += 1
     return swapped
@@ -464,7 +480,7 @@ def _install_builder() -> None:
         if _EXTRA_PEFT_NOW:
             model = _add_peft(model, *_EXTRA_PEFT_NOW[0]).to(device)
         if _STOCK_DROPOUT_NOW:
-            _stock_dropout(model)
+            _stock_dropout(model, _STOCK_DROPOUT_NOW[0])
         _LAST_MODEL[:] = [model]
         return model
 
@@ -532,8 +548,8 @@ def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
         base_name="all-MiniLM-L6-v2",
         device=device,
     )
-    if name in STOCK_DROPOUT:
-        _stock_dropout(model)
+    if name in STOCK_DROPOUT or name in RAND_MASK_DROPOUT:
+        _stock_dropout(model, "stock" if name in STOCK_DROPOUT else "rand")
     return _add_peft(model, *EXTRA_PEFT[name]).to(device) if name in EXTRA_PEFT else model
 
 
@@ -564,7 +580,9 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         hp["up_lr_ratio"] = UP_LR_RATIO[job["config"]]
     # the trainer refuses unknown hyper-parameters, so the builder learns about the extra PEFT method here
     _EXTRA_PEFT_NOW[:] = [EXTRA_PEFT[job["config"]]] if job["config"] in EXTRA_PEFT else []
-    _STOCK_DROPOUT_NOW[:] = [True] if job["config"] in STOCK_DROPOUT else []
+    _STOCK_DROPOUT_NOW[:] = (
+        ["stock"] if job["config"] in STOCK_DROPOUT else ["rand"] if job["config"] in RAND_MASK_DROPOUT else []
+    )
     spec = TrainSpec(
         base_dir=Path(job["base"]),
         base_sha256=job["sha"],

@@ -387,7 +387,14 @@ def test_stock_dropout_configs_keep_torchs_dropout_and_the_fast_one_the_registry
                      "houlsby11_ffnlora_ldrop3_fast": {(FastDropout, 0.3)}}
     stock, fast = models.values()
     assert all(torch.equal(a, b) for a, b in zip(stock.state_dict().values(), fast.state_dict().values(), strict=True))
-    assert set(BENCH.STOCK_DROPOUT) <= set(BENCH.CONFIGS)
+    torch.manual_seed(7)
+    rand = BENCH.build_model("houlsby11_ffnlora_ldrop3_randmask", base_dir)
+    drops = [m for n, m in rand.named_modules() if n.endswith("lora_dropout.default")]
+    assert {(type(m).__name__, m.p) for m in drops} == {("RandMaskDropout", 0.3)}
+    x = torch.ones(4096, 16)
+    kept = float((drops[0].train()(x) != 0).float().mean())
+    assert abs(kept - 0.7) < 0.01
+    assert set(BENCH.STOCK_DROPOUT | BENCH.RAND_MASK_DROPOUT) <= set(BENCH.CONFIGS)
     assert all(BENCH.CONFIGS[n][1].get("ffn_lora_dropout") for n in BENCH.STOCK_DROPOUT)
 
 
