@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
 
 from registry.methods.dropout import FastDropout, fast_dropout, keep_mask, use_fast_dropout  # noqa: E402
 
@@ -92,3 +95,88 @@ def test_use_fast_dropout_swaps_lora_dropouts_only() -> None:
     assert type(lora_like.lora_dropout["other"]) is torch.nn.Identity
     assert type(model[1]) is torch.nn.Dropout
     assert use_fast_dropout(model) == 0  # idempotent
+
+
+def test_in_a_hybrid_model_the_gradients_equal_plain_autograd_dropout_with_the_same_masks(
+    tiny_models: dict[str, Path],
+) -> None:
+    """Houlsby + FFN LoRA with ``ffn_lora_dropout``, FastDropout swapped in, the base's own dropout off:
+    the masks FastDropout draws, replayed through ``x * mask / (1 - p)`` with plain autograd, give the same
+    loss and the same gradient for every trained tensor (so any accuracy difference between the two is
+    the random stream's, not the implementation's)."""
+    from registry.methods import dropout as fd
+    from registry.methods.model import build_adapted_model
+
+    torch.manual_seed(0)
+    model = build_adapted_model(
+        tiny_models["bert"], task_type="single_label", labels=["neg", "pos"], method="houlsby",
+        method_config={"bottleneck_size": 4, "ffn_lora_rank": 4, "ffn_lora_out_rank": 2, "ffn_lora_dropout": 0.3,
+                       "base_dropout": False},
+        base_sha256="sha", base_name="tiny",
+    )
+    assert use_fast_dropout(model) > 0
+    with torch.no_grad():  # B and the up-projections start at zero; make every path carry gradient
+        for p in model.parameters():
+            if p.requires_grad and p.dim() > 1:
+                p.normal_(0, 0.05)
+    model.train()
+    enc = model.tokenize(["a fine film", "a dull and tedious film", "fine"])
+    targets = torch.tensor([1, 0, 1])
+    masks: list[torch.Tensor] = []
+    draw = fd.keep_mask
+
+    def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
+        masks.append(draw(*args, **kwargs))
+        return masks[-1]
+
+    def grads() -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        loss = model.compute_loss(model(**enc), targets)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fd.keep_mask = recording  # type: ignore[assignment]
+    try:
+        loss_fast, fast = grads()
+    finally:
+        fd.keep_mask = draw  # type: ignore[assignment]
+    replay = iter(masks)
+
+    class Replay(torch.nn.Dropout):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * next(replay).to(x.dtype) / (1 - self.p)
+
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if isinstance(drops, torch.nn.ModuleDict):
+            for key, drop in list(drops.items()):
+                if isinstance(drop, FastDropout):
+                    drops[key] = Replay(drop.p)
+    loss_plain, plain = grads()
+    assert len(masks) == 4 and next(replay, None) is None  # 2 layers x 2 LoRAs, each mask used once
+    assert loss_fast == pytest.approx(loss_plain, rel=1e-6)
+    assert set(fast) == set(plain) and len(fast) > 10
+    for name in fast:
+        assert torch.allclose(fast[name], plain[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_masks_of_successive_calls_are_independent_at_every_position() -> None:
+    """Over 200 masks of one activation shape (tokens x features), each position is kept a binomial
+    number of times (its variance across positions is 200 p (1 - p)), and a mask is uncorrelated with
+    the one before it: no position, feature or token is favoured from step to step."""
+    torch.manual_seed(5)
+    shape, calls, p = (8, 16, 96), 200, 0.3
+    counts = torch.zeros(shape)
+    before = None
+    for _ in range(calls):
+        keep = keep_mask(shape, p).float()
+        counts += keep
+        if before is not None:
+            a, b = keep.flatten() - keep.mean(), before.flatten() - before.mean()
+            assert abs(float((a * b).mean() / (a.std() * b.std()))) < 5 / math.sqrt(a.numel())
+        before = keep
+    expected = calls * p * (1 - p)
+    n = counts.numel()
+    # the sample variance of n binomial counts has sd about expected * sqrt(2 / n)
+    assert abs(float(counts.var()) - expected) < 5 * expected * math.sqrt(2 / n)
+    assert abs(float(counts.mean()) / calls - (1 - p)) < 5 * math.sqrt(p * (1 - p) / (n * calls))
