@@ -48,6 +48,11 @@ sys.path.insert(0, str(ROOT))
 # name -> (method, method_config, lr grid). Same epochs/batch/max_length for all.
 FULL_LRS = [2e-5, 5e-5, 1e-4]
 ADAPTER_LRS = [5e-4, 1e-3, 3e-3]
+# the Houlsby + FFN LoRA hybrid with dropout 0.3 on its LoRAs (houlsby11_ffnlora_ldrop3), the closest to
+# target 1, which the later variants start from
+_HYBRID_LDROP3: dict[str, Any] = {
+    "bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3,
+}
 CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     "full": ("full", {}, FULL_LRS),
     # for the step-time table only: what dropout costs full fine-tuning itself on this CPU
@@ -148,26 +153,16 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "train_layer_norms": True},
         ADAPTER_LRS,
     ),
-    # the same with the LoRAs' dropout masks drawn by FastDropout on CPU (registry/methods/dropout.py; the
-    # same distribution, a cheaper mask; opt-in, FAST_DROPOUT)
-    "houlsby11_ffnlora_ldrop3_randmask": (
-        "houlsby",
-        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
-        ADAPTER_LRS,
-    ),
-    "houlsby11_ffnlora_ldrop3_fast": (
-        "houlsby",
-        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
-        ADAPTER_LRS,
-    ),
+    # the same configuration with the LoRAs' dropout masks drawn by FastDropout on CPU
+    # (registry/methods/dropout.py; the same distribution, a cheaper mask; opt-in, FAST_DROPOUT), and
+    # with a torch.rand mask (RAND_MASK_DROPOUT), a control for the random stream
+    "houlsby11_ffnlora_ldrop3_fast": ("houlsby", dict(_HYBRID_LDROP3), ADAPTER_LRS),
+    "houlsby11_ffnlora_ldrop3_randmask": ("houlsby", dict(_HYBRID_LDROP3), ADAPTER_LRS),
     # target 2: the dropout-0.3 hybrid (the closest to target 1) with the base's attention-probability dropout
     # off (fused attention) and FastDropout on its LoRAs (FAST_DROPOUT): the two costs above 0.6x that are
     # not the adapters'
     "houlsby11_ffnlora_ldrop3_attnodrop": (
-        "houlsby",
-        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3,
-         "base_attention_dropout": False},
-        ADAPTER_LRS,
+        "houlsby", {**_HYBRID_LDROP3, "base_attention_dropout": False}, ADAPTER_LRS,
     ),
     # target 2's speed: AdapterDrop's skipped lowest layer (backward stops above it) on the hybrid with the
     # attention dropout off; the budget layer 0 frees goes to the FFN LoRAs (ranks 20 and 5: 1.43 %).
@@ -180,8 +175,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     ),
     "houlsby11_ffnlora20_skip1_ldrop3_attnodrop": (
         "houlsby",
-        {"bottleneck_size": 11, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
-         "ffn_lora_dropout": 0.3, "base_attention_dropout": False},
+        {**_HYBRID_LDROP3, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
+         "base_attention_dropout": False},
         ADAPTER_LRS,
     ),
     # and on the frozen base without dropout (fused attention, target 2's speed): is the LoRAs' own dropout
