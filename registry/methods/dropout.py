@@ -11,8 +11,8 @@ is kept when its lane is at or above ``p`` of the lane range, so the mask costs 
 element, and backward multiplies by the saved boolean mask (a byte an element) instead of a float one.
 
 It is opt-in (:func:`use_fast_dropout`), not the registry's default. The masks and gradients are exact
-(tests/unit/test_dropout.py), yet eight of nine SST-2 seeds trained with it scored below the same seeds
-with torch's masks (mean -0.77). That is either the random stream's chance or an effect not yet understood;
+(tests/unit/test_dropout.py), yet nine of eleven SST-2 seeds trained with it scored below the same seeds
+with torch's masks (mean -0.75). That is either the random stream's chance or an effect not yet understood;
 until more seeds settle it, the registry keeps torch's dropout.
 
 It is the same distribution as stock dropout with ``p`` rounded to a multiple of 2**-16 (0.3 becomes
