@@ -138,11 +138,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     ),
     # the same at 0.3 (chosen before any run, no grid): dropout is the one lever that has moved SST-2's
     # phrase-to-sentence transfer (the base's +0.85 on the H200, the LoRAs' 0.1 +0.37 on CPU); does more help?
-    "houlsby11_ffnlora_ldrop3": (
-        "houlsby",
-        {"bottleneck_size": 11, "ffn_lora_rank": 16, "ffn_lora_out_rank": 4, "ffn_lora_dropout": 0.3},
-        ADAPTER_LRS,
-    ),
+    "houlsby11_ffnlora_ldrop3": ("houlsby", dict(_HYBRID_LDROP3), ADAPTER_LRS),
     # target 1, a lever other than dropout: the dropout-0.3 hybrid with the adapted layers' LayerNorms
     # trained, as Houlsby et al. 2019 train them (on houlsby_ln_nodrop they raised SST-2 by +0.34 and CoLA
     # by +0.44 over four seeds, both inside noise but the same sign). The twelve LayerNorms add 9,216
@@ -230,9 +226,9 @@ UP_LR_RATIO: dict[str, float] = {"houlsby36_nodrop_up16": 16.0}
 FAST_DROPOUT = frozenset({
     "houlsby11_ffnlora_ldrop3_fast", "houlsby11_ffnlora_ldrop3_attnodrop", "houlsby11_ffnlora20_skip1_ldrop3_attnodrop",
 })
-# a diagnostic for FastDropout: the LoRAs' dropout masks drawn from torch.rand (one MT19937 float per
-# element, as torch's dropout draws them on AMD CPUs) instead of FastDropout's lanes or, on Intel CPUs,
-# torch's MKL Bernoulli stream: which of the two differences moves accuracy, if either does
+# a control for FastDropout: the LoRAs' dropout masks drawn from torch.rand, one generator draw per
+# element as torch's CPU dropout also takes (measured: bernoulli_ advances the generator one draw an
+# element), from a different point in the stream than torch's own masks
 RAND_MASK_DROPOUT = frozenset({"houlsby11_ffnlora_ldrop3_randmask"})
 # configurations that add a PEFT method on top of their bottleneck adapter: (PEFT config class, its kwargs)
 _FFN = r".*\.intermediate\.dense|.*\.layer\.\d+\.output\.dense\.base_layer"
@@ -437,11 +433,11 @@ _SWAP_DROPOUT_NOW: list[str] = []
 
 
 def _swap_lora_dropout(model: Any, kind: str) -> int:
-    """Replace the torch ``nn.Dropout`` on every LoRA input by ``FastDropout`` (``kind="fast"``,
-    FAST_DROPOUT) or by a dropout whose mask is ``torch.rand(...) >= p`` (``"rand"``, RAND_MASK_DROPOUT)."""
+    """Put ``FastDropout`` (``kind="fast"``, FAST_DROPOUT) or a dropout whose mask is
+    ``torch.rand(...) >= p`` (``"rand"``, RAND_MASK_DROPOUT) on every LoRA input."""
     import torch
 
-    from registry.methods.dropout import FastDropout
+    from registry.methods.dropout import FastDropout, replace_lora_dropout
 
     class RandMaskDropout(torch.nn.Dropout):
         def forward(self, x: Any) -> Any:
@@ -449,16 +445,7 @@ def _swap_lora_dropout(model: Any, kind: str) -> int:
                 return x
             return x * (torch.rand(x.shape, device=x.device) >= self.p).to(x.dtype) / (1.0 - self.p)
 
-    swapped = 0
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict):
-            for key, drop in list(drops.items()):
-                if type(drop) is torch.nn.Dropout:
-                    drops[key] = RandMaskDropout(drop.p) if kind == "rand" else FastDropout(drop.p)
-                    drops[key].train(drop.training)
-                    swapped += 1
-    return swapped
+    return replace_lora_dropout(model, RandMaskDropout if kind == "rand" else FastDropout)
 
 
 def _install_builder() -> None:

@@ -26,6 +26,7 @@ type (``disable_dropout``, PEFT's checks) treats it as one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -81,9 +82,9 @@ class FastDropout(nn.Dropout):
         return fast_dropout(input, self.p, self.training)
 
 
-def use_fast_dropout(model: nn.Module) -> int:
-    """Replace every plain ``nn.Dropout`` in the LoRA layers' ``lora_dropout`` dicts of ``model``
-    (PEFT's LoRA, and so our FFN LoRAs) by :class:`FastDropout` of the same ``p``; return how many.
+def replace_lora_dropout(model: nn.Module, make: Callable[[float], nn.Module]) -> int:
+    """Replace every plain ``nn.Dropout`` (p > 0) in the LoRA layers' ``lora_dropout`` dicts of ``model``
+    (PEFT's LoRA, and so our FFN LoRAs) by ``make(p)`` in the same train/eval mode; return how many.
     Only those: the base's own dropouts are the frozen model's, and full fine-tuning, the baseline,
     keeps them as they are."""
     replaced = 0
@@ -93,8 +94,13 @@ def use_fast_dropout(model: nn.Module) -> int:
             continue
         for name, drop in list(drops.items()):
             if type(drop) is nn.Dropout and drop.p > 0:
-                fast = FastDropout(drop.p)
-                fast.train(drop.training)
-                drops[name] = fast
+                new = make(drop.p)
+                new.train(drop.training)
+                drops[name] = new
                 replaced += 1
     return replaced
+
+
+def use_fast_dropout(model: nn.Module) -> int:
+    """Put :class:`FastDropout` on every LoRA input of ``model`` (see :func:`replace_lora_dropout`)."""
+    return replace_lora_dropout(model, FastDropout)
