@@ -170,6 +170,15 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "base_attention_dropout": False},
         ADAPTER_LRS,
     ),
+    # the skip-1 candidate with BitFit's subset of the base's biases trained (Ben Zaken et al. 2022: the query
+    # and FFN-input biases; 9,600 parameters, 1.47 %). Nothing else changes, and the biases add no random draw,
+    # so a seed trains from the same start on the same batches: the pair isolates the biases.
+    "houlsby11_ffnlora20_skip1_attnodrop_bitfit": (
+        "houlsby",
+        {"bottleneck_size": 11, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
+         "base_attention_dropout": False, "train_biases": "query_ffn"},
+        ADAPTER_LRS,
+    ),
     "houlsby11_ffnlora20_skip1_ldrop3_attnodrop": (
         "houlsby",
         {**_HYBRID_LDROP3, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,

@@ -18,6 +18,10 @@ Papers:
   kernels and every dropout costs a mask in forward and backward; on the 2-core CPU this took
   Houlsby in every layer from 0.71x to 0.52-0.56x of full fine-tuning's step time, with the same
   accuracy over five seeds (+0.06 point, docs/benchmarks.md).
+* Ben Zaken et al. 2022, "BitFit": ``train_biases`` also trains the frozen base's bias terms in
+  every adapted layer (``all``), or the paper's subset of query and FFN-input biases (``query_ffn``).
+  They are the base model's parameters in this process only: the artifact stores them under their
+  module paths, as it stores trained LayerNorms, and the base model's files are never written.
 * ``base_attention_dropout=False`` (ours too): only the dropout on attention probabilities goes, so
   attention takes the fused kernel while the hidden states keep their dropout, which is what
   regularises the adapters (the H200 seeds in docs/benchmarks.md: SST-2 lost 0.85 without it).
@@ -129,21 +133,23 @@ class _LayerPoints:
     # ``attention_dropout`` goes to the kernel), for ``base_attention_dropout=False``
     attn_dropout: str
     bert_style: bool = False
+    # the query projection, for ``train_biases="query_ffn"``; None where it is fused with keys and values
+    query: str | None = None
 
 
 _KINDS: dict[str, _LayerPoints] = {
     "bert": _LayerPoints(
         "attention.output.dense", "output.dense", "output", ("attention.output.LayerNorm", "output.LayerNorm"),
-        ("intermediate.dense",), "attention.self.dropout", bert_style=True,
+        ("intermediate.dense",), "attention.self.dropout", bert_style=True, query="attention.self.query",
     ),
     "distilbert": _LayerPoints(
         "attention.out_lin", "ffn.lin2", "ffn", ("sa_layer_norm", "output_layer_norm"), ("ffn.lin1",),
-        "attention.dropout",
+        "attention.dropout", query="attention.q_lin",
     ),
     "gpt2": _LayerPoints("attn.c_proj", "mlp.c_proj", "mlp", ("ln_1", "ln_2"), ("mlp.c_fc",), "attn.attn_dropout"),
     "llama": _LayerPoints(
         "self_attn.o_proj", "mlp.down_proj", "mlp", ("input_layernorm", "post_attention_layernorm"),
-        ("mlp.gate_proj", "mlp.up_proj"), "self_attn",
+        ("mlp.gate_proj", "mlp.up_proj"), "self_attn", query="self_attn.q_proj",
     ),
 }
 
@@ -234,9 +240,44 @@ def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
     return count
 
 
+def bias_parameters(layer: nn.Module, which: str, model_type: str) -> list[nn.Parameter]:
+    """The bias terms of one (not yet wrapped) block that ``train_biases=which`` trains: ``all``: every
+    parameter named ``bias`` in the block (projections and LayerNorms, as BitFit trains them);
+    ``query_ffn``: the query and FFN-input projections' biases. Refused, naming the architecture, where
+    the block has none of them (Llama-style blocks have no biases) or its query is fused with keys and
+    values (GPT-2), rather than silently training less than the user asked for."""
+    kind = _layer_kind(layer)
+    if which == "all":
+        params = [p for name, p in layer.named_parameters() if name.rpartition(".")[2] == "bias"]
+        if not params:
+            raise InvalidInput(
+                f"train_biases='all': the architecture {model_type!r} has no bias terms in its blocks",
+                field="method_config.train_biases",
+            )
+        return params
+    points = _KINDS[str(kind)]
+    if points.query is None:
+        raise InvalidInput(
+            f"train_biases='query_ffn' is not supported for the architecture {model_type!r} (its query projection "
+            "is fused with the keys and values); use 'all'",
+            field="method_config.train_biases",
+        )
+    found: list[nn.Parameter] = []
+    for path in (points.query, *points.ffn_in):
+        bias = getattr(layer.get_submodule(path), "bias", None)
+        if not isinstance(bias, nn.Parameter):
+            raise InvalidInput(
+                f"train_biases='query_ffn': {path!r} has no bias in the architecture {model_type!r}",
+                field="method_config.train_biases",
+            )
+        found.append(bias)
+    return found
+
+
 def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> list[nn.Parameter]:
     """Insert the adapters of ``method`` into ``model`` in place; return the new trainable
-    parameters (adapters, plus LayerNorms of adapted layers when ``train_layer_norms``).
+    parameters (adapters, plus LayerNorms of adapted layers when ``train_layer_norms`` and their biases
+    when ``train_biases``).
 
     The base model's own parameters are not touched here (the caller freezes them).
     """
@@ -270,6 +311,9 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
         if index < skip:
             continue
         points = _KINDS[kind]
+        which = str(cfg.get("train_biases", "none"))
+        if which != "none":  # taken before wrapping, so the adapters' own biases are not among them
+            trainable.extend(bias_parameters(layer, which, str(config.model_type)))
         new_modules: list[nn.Module] = []
         if method == "houlsby":
             for path in (points.attn_out, points.ffn_out):

@@ -32,6 +32,7 @@ from typing import Any
 from registry.errors import InvalidInput
 
 NON_LINEARITIES = ("relu", "gelu", "swish", "tanh")
+BIAS_CHOICES = ("none", "all", "query_ffn")
 _MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
 
 
@@ -53,6 +54,13 @@ class BottleneckConfig:
     non_linearity: str = _f("relu", "activation inside the bottleneck", choices=NON_LINEARITIES)
     skip_layers: int = _f(0, "leave the lowest k layers without adapters (AdapterDrop)", min=0, max=1024)
     train_layer_norms: bool = _f(False, "also train the LayerNorms of adapted layers")
+    # BitFit (Ben Zaken et al. 2022, "BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based
+    # Masked Language-models"): the frozen base's own bias terms train. "query_ffn" is the paper's subset, the
+    # query and FFN-input biases, which it found to move most and to keep most of full BitFit's accuracy.
+    train_biases: str = _f(
+        "none", "also train the base's bias terms in adapted layers (BitFit): none, all (every bias of the "
+        "block), or query_ffn (the query and FFN-input projections' biases)", choices=BIAS_CHOICES,
+    )
     base_dropout: bool = _f(
         True,
         "keep the frozen base model's dropout while training; false runs the frozen base "

@@ -342,7 +342,7 @@ def test_artifact_from_before_an_option_existed_still_loads(tiny_models: dict[st
     path = tmp_path / "a" / "adapter_config.json"
     cfg = json.loads(path.read_text())
     recorded = cfg["auto_mapping"][META_NAMESPACE]["method_config"]
-    for option in ("ffn_lora_rank", "ffn_lora_out_rank", "ffn_lora_dropout", "ffn_lora_dora"):
+    for option in ("ffn_lora_rank", "ffn_lora_out_rank", "ffn_lora_dropout", "ffn_lora_dora", "train_biases"):
         del recorded[option]
     path.write_text(json.dumps(cfg))
     loaded = load_adapted_model(tiny_models["bert"], tmp_path / "a")
@@ -390,6 +390,58 @@ def test_train_layer_norms(tiny_models: dict[str, Path], tmp_path: Path) -> None
     enc, _ = batch(model, "single_label")
     with torch.no_grad():
         assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("arch", "which", "skip"), [("bert", "all", 0), ("bert", "query_ffn", 1),
+                                                  ("roberta", "query_ffn", 0), ("distilbert", "all", 1),
+                                                  ("gpt2", "all", 0)])
+def test_train_biases(tiny_models: dict[str, Path], tmp_path: Path, arch: str, which: str, skip: int) -> None:
+    """BitFit on top of Houlsby: exactly the chosen biases of the adapted layers train (with the adapters and
+    the FFN LoRAs), every other base weight stays as it was, and the artifact restores them."""
+    from registry.methods.bottleneck import find_layers
+    from registry.methods.model import load_adapted_model
+
+    query = {"bert": "attention.self.query.", "roberta": "attention.self.query.", "distilbert": "attention.q_lin."}
+    ffn_in = {"bert": "intermediate.dense.", "roberta": "intermediate.dense.", "distilbert": "ffn.lin1."}
+    model = build(tiny_models, "houlsby+ffn_lora", arch, "single_label", train_biases=which, skip_layers=skip)
+    plain = build(tiny_models, "houlsby+ffn_lora", arch, "single_label", skip_layers=skip)
+    prefix, layers = find_layers(model.base)
+    base_biases = {n for n, p in model.base.named_parameters() if p.requires_grad and n.endswith("bias")
+                   and ".adapter." not in n and "lora_" not in n}
+    adapted = [f"{prefix}.{i}." for i in range(skip, len(layers))]
+    assert base_biases and all(any(n.startswith(a) for a in adapted) for n in base_biases), base_biases
+    if which == "all":  # every bias of every adapted block: projections and LayerNorms
+        want = {f"{i}.{n}" for i in range(skip, len(layers)) for n, _ in layers[i].named_parameters()
+                if n.endswith("bias") and ".adapter." not in n and "lora_" not in n}
+        assert len(base_biases) == len(want) and any("ln" in n.lower() or "norm" in n.lower() for n in base_biases)
+    else:
+        assert all(query[arch] in n or ffn_in[arch] in n for n in base_biases)
+        assert sum(query[arch] in n for n in base_biases) == len(adapted)
+    added = sum(p.numel() for n, p in model.base.named_parameters() if n in base_biases)
+    assert model.trainable_parameter_count() == plain.trainable_parameter_count() + added
+    assert not any(p.requires_grad for i in range(skip) for p in layers[i].parameters())
+
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = {n: p.detach().clone() for n, p in model.base.named_parameters() if n in base_biases}
+    train_steps(model, "single_label")
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert all(not torch.equal(p, before[n]) for n, p in model.base.named_parameters() if n in before)
+    model.save(tmp_path, metadata={})
+    assert read_adapter_meta(tmp_path)["method_config"]["train_biases"] == which
+    loaded = load_adapted_model(tiny_models[arch], tmp_path)
+    enc, _ = batch(model, "single_label")
+    with torch.no_grad():
+        assert torch.allclose(model(**enc), loaded(**enc), atol=1e-6, rtol=0)
+        assert not torch.allclose(model(**enc), plain(**enc), atol=1e-4)
+
+
+@pytest.mark.parametrize(("arch", "which", "match"), [("gpt2", "query_ffn", "fused"), ("llama", "all", "no bias"),
+                                                      ("llama", "query_ffn", "has no bias")])
+def test_train_biases_refused_where_the_block_lacks_them(tiny_models: dict[str, Path], arch: str, which: str,
+                                                         match: str) -> None:
+    with pytest.raises(InvalidInput, match=match) as exc:
+        build(tiny_models, "houlsby", arch, "single_label", train_biases=which)
+    assert exc.value.field == "method_config.train_biases" and repr(arch) in str(exc.value)
 
 
 @pytest.mark.parametrize(("arch", "task"), [("bert", "single_label"), ("distilbert", "single_label"),
@@ -620,6 +672,8 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("parallel", {"skip_layers": -1}, "method_config.skip_layers"),
         ("scaled_parallel", {"scaling": float("nan")}, "method_config.scaling"),
         ("houlsby", {"train_layer_norms": "yes"}, "method_config.train_layer_norms"),
+        ("houlsby", {"train_biases": True}, "method_config.train_biases"),
+        ("pfeiffer", {"train_biases": "some"}, "method_config.train_biases"),
         ("lora", {"r": 0}, "method_config.r"),
         ("lora", {"lora_dropout": 1.5}, "method_config.lora_dropout"),
         ("houlsby", {"base_dropout": "no"}, "method_config.base_dropout"),
@@ -658,8 +712,8 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
     assert validate_method_config("scaled_parallel", {})["scaling"] == 4.0
     assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
-        "train_layer_norms": False, "base_dropout": True, "base_attention_dropout": True, "ffn_lora_rank": 0,
-        "ffn_lora_out_rank": 0,
+        "train_layer_norms": False, "train_biases": "none", "base_dropout": True, "base_attention_dropout": True,
+        "ffn_lora_rank": 0, "ffn_lora_out_rank": 0,
         "ffn_lora_dropout": 0.0, "ffn_lora_dora": False,
     }
     assert validate_method_config("houlsby", {"base_dropout": False})["base_dropout"] is False
