@@ -240,13 +240,12 @@ def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
     return count
 
 
-def bias_parameters(layer: nn.Module, which: str, model_type: str) -> list[nn.Parameter]:
+def bias_parameters(layer: nn.Module, points: _LayerPoints, which: str, model_type: str) -> list[nn.Parameter]:
     """The bias terms of one (not yet wrapped) block that ``train_biases=which`` trains: ``all``: every
     parameter named ``bias`` in the block (projections and LayerNorms, as BitFit trains them);
     ``query_ffn``: the query and FFN-input projections' biases. Refused, naming the architecture, where
     the block has none of them (Llama-style blocks have no biases) or its query is fused with keys and
     values (GPT-2), rather than silently training less than the user asked for."""
-    kind = _layer_kind(layer)
     if which == "all":
         params = [p for name, p in layer.named_parameters() if name.rpartition(".")[2] == "bias"]
         if not params:
@@ -255,7 +254,6 @@ def bias_parameters(layer: nn.Module, which: str, model_type: str) -> list[nn.Pa
                 field="method_config.train_biases",
             )
         return params
-    points = _KINDS[str(kind)]
     if points.query is None:
         raise InvalidInput(
             f"train_biases='query_ffn' is not supported for the architecture {model_type!r} (its query projection "
@@ -313,7 +311,7 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
         points = _KINDS[kind]
         which = str(cfg.get("train_biases", "none"))
         if which != "none":  # taken before wrapping, so the adapters' own biases are not among them
-            trainable.extend(bias_parameters(layer, which, str(config.model_type)))
+            trainable.extend(bias_parameters(layer, points, which, str(config.model_type)))
         new_modules: list[nn.Module] = []
         if method == "houlsby":
             for path in (points.attn_out, points.ffn_out):
