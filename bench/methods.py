@@ -171,15 +171,6 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
          "base_attention_dropout": False},
         ADAPTER_LRS,
     ),
-    # the skip-1 candidate with its FFN LoRAs in PEFT's own forward (PEFT_LORA_FORWARD): the control for the
-    # registry's FusedLoraLinear, which trains bit-identically and saves 3-4 % of a step (docs/benchmarks.md,
-    # "A fused FFN LoRA")
-    "houlsby11_ffnlora20_skip1_attnodrop_peftlora": (
-        "houlsby",
-        {"bottleneck_size": 11, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
-         "base_attention_dropout": False},
-        ADAPTER_LRS,
-    ),
     # the skip-1 candidate with BitFit's subset of the base's biases trained (Ben Zaken et al. 2022: the query
     # and FFN-input biases; 9,600 parameters, 1.47 %). Nothing else changes, and the biases add no random draw,
     # so a seed trains from the same start on the same batches: the pair isolates the biases.
@@ -250,8 +241,6 @@ FAST_DROPOUT = frozenset({
 # element as torch's CPU dropout also takes (measured: bernoulli_ advances the generator one draw an
 # element), from a different point in the stream than torch's own masks
 RAND_MASK_DROPOUT = frozenset({"houlsby11_ffnlora_ldrop3_randmask"})
-# configurations whose FFN LoRAs run PEFT's lora.Linear forward instead of FusedLoraLinear's
-PEFT_LORA_FORWARD = frozenset({"houlsby11_ffnlora20_skip1_attnodrop_peftlora"})
 # configurations that add a PEFT method on top of their bottleneck adapter: (PEFT config class, its kwargs)
 _FFN = r".*\.intermediate\.dense|.*\.layer\.\d+\.output\.dense\.base_layer"
 _FFN_OUT = r".*\.layer\.\d+\.output\.dense\.base_layer"
@@ -452,17 +441,6 @@ def _build_baseline(spec: Any, device: Any) -> Any:
 _LAST_MODEL: list[Any] = []
 _EXTRA_PEFT_NOW: list[tuple[str, dict[str, Any]]] = []
 _SWAP_DROPOUT_NOW: list[str] = []
-_PEFT_FORWARD_NOW: list[bool] = []
-
-
-def _unfuse_lora(model: Any) -> int:
-    """Run PEFT's own forward in every FusedLoraLinear of ``model`` (PEFT_LORA_FORWARD); return how many."""
-    from registry.methods.fused_lora import FusedLoraLinear
-
-    layers = [m for m in model.modules() if isinstance(m, FusedLoraLinear)]
-    for m in layers:
-        m.fuse = False
-    return len(layers)
 
 
 def _swap_lora_dropout(model: Any, kind: str) -> int:
@@ -495,8 +473,6 @@ def _install_builder() -> None:
             model = _add_peft(model, *_EXTRA_PEFT_NOW[0]).to(device)
         if _SWAP_DROPOUT_NOW:
             _swap_lora_dropout(model, _SWAP_DROPOUT_NOW[0])
-        if _PEFT_FORWARD_NOW:
-            _unfuse_lora(model)
         _LAST_MODEL[:] = [model]
         return model
 
@@ -566,8 +542,6 @@ def build_model(name: str, base_dir: Path, device: str = "cpu") -> Any:
     )
     if name in FAST_DROPOUT or name in RAND_MASK_DROPOUT:
         _swap_lora_dropout(model, "fast" if name in FAST_DROPOUT else "rand")
-    if name in PEFT_LORA_FORWARD:
-        _unfuse_lora(model)
     return _add_peft(model, *EXTRA_PEFT[name]).to(device) if name in EXTRA_PEFT else model
 
 
@@ -601,7 +575,6 @@ def _train_job(job: dict[str, Any]) -> dict[str, Any]:
     _SWAP_DROPOUT_NOW[:] = (
         ["fast"] if job["config"] in FAST_DROPOUT else ["rand"] if job["config"] in RAND_MASK_DROPOUT else []
     )
-    _PEFT_FORWARD_NOW[:] = [True] if job["config"] in PEFT_LORA_FORWARD else []
     spec = TrainSpec(
         base_dir=Path(job["base"]),
         base_sha256=job["sha"],

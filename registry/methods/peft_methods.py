@@ -87,16 +87,13 @@ def ffn_lora_config(cfg: dict[str, Any], ins: list[str], outs: list[str], *, cau
     import re
 
     import peft
-    from torch import nn
-
-    from registry.methods.fused_lora import FusedLoraLinear
 
     in_rank, out_rank = int(cfg.get("ffn_lora_rank", 0)), int(cfg.get("ffn_lora_out_rank", 0))
     targets = (ins if in_rank else []) + (outs if out_rank else [])
     r = in_rank or out_rank
     # PEFT matches pattern keys as regexes against the end of a module name: exact, escaped names
     ranks = {re.escape(n): out_rank for n in outs} if in_rank and out_rank and out_rank != in_rank else {}
-    config = peft.LoraConfig(
+    return peft.LoraConfig(
         task_type=peft.TaskType.CAUSAL_LM if causal else peft.TaskType.FEATURE_EXTRACTION,
         r=r,
         lora_alpha=2 * r,
@@ -106,6 +103,3 @@ def ffn_lora_config(cfg: dict[str, Any], ins: list[str], outs: list[str], *, cau
         rank_pattern=ranks,
         alpha_pattern={k: 2 * v for k, v in ranks.items()},
     )
-    # the same LoRA with its product added into the frozen layer's output in place (bit-identical, faster)
-    config._register_custom_module({nn.Linear: FusedLoraLinear})
-    return config

