@@ -162,9 +162,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     ),
     # target 2's speed: AdapterDrop's skipped lowest layer (backward stops above it) on the hybrid with the
     # attention dropout off; the budget layer 0 frees goes to the FFN LoRAs (ranks 20 and 5: 1.43 %).
-    # With and without the LoRAs' dropout 0.3; the first measured on seeds 43-55 with its own lr grids, and
+    # With and without the LoRAs' dropout 0.3; the first measured on seeds 43-60 with its own lr grids, and
     # timed on two CPUs (docs/benchmarks.md, "AdapterDrop's skipped layer on the hybrid", "The skip-1
-    # candidate's own lrs" and "BitFit's biases on the skip-1 candidate").
+    # candidate's own lrs", "BitFit's biases on the skip-1 candidate" and "The skip-1 candidate's seeds 56-60").
     "houlsby11_ffnlora20_skip1_attnodrop": (
         "houlsby",
         {"bottleneck_size": 11, "ffn_lora_rank": 20, "ffn_lora_out_rank": 5, "skip_layers": 1,
