@@ -25,6 +25,7 @@ Papers:
 * ``base_attention_dropout=False`` (ours too): only the dropout on attention probabilities goes, so
   attention takes the fused kernel while the hidden states keep their dropout, which is what
   regularises the adapters (the H200 seeds in docs/benchmarks.md: SST-2 lost 0.85 without it).
+* ``base_hidden_dropout`` (ours): the rate of those hidden-state dropouts (the base's own when unset).
 
 Adapters *wrap* existing modules (``base_layer``, like PEFT) instead of patching ``forward``:
 
@@ -240,6 +241,24 @@ def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
     return count
 
 
+def set_hidden_dropout(model: nn.Module, layers: nn.ModuleList, rate: float) -> int:
+    """Set every ``nn.Dropout`` of ``model`` except the blocks' attention-probability dropouts (the
+    embeddings' and each block's attention-output and FFN-output dropouts, in BERT) to ``rate``; return
+    how many. torch draws one number an element whatever the rate, so the random stream, and with it the
+    batches and every other mask, stays as it was: a seed differs from the base's rate only in the rate."""
+    skip: set[int] = set()
+    for layer in layers:
+        kind = _layer_kind(layer)
+        if kind is not None and _has(layer, _KINDS[kind].attn_dropout):
+            skip.add(id(layer.get_submodule(_KINDS[kind].attn_dropout)))
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and id(module) not in skip:
+            module.p = float(rate)
+            count += 1
+    return count
+
+
 def bias_parameters(layer: nn.Module, points: _LayerPoints, which: str, model_type: str) -> list[nn.Parameter]:
     """The bias terms of one (not yet wrapped) block that ``train_biases=which`` trains: ``all``: every
     parameter named ``bias`` in the block (projections and LayerNorms, as BitFit trains them);
@@ -297,6 +316,8 @@ def inject_bottleneck(model: nn.Module, method: str, cfg: dict[str, Any]) -> lis
         disable_dropout(model)  # before injecting: the adapters have no dropout of their own
     elif not cfg.get("base_attention_dropout", True):
         disable_attention_dropout(layers, str(config.model_type))
+    if cfg.get("base_dropout", True) and cfg.get("base_hidden_dropout") is not None:
+        set_hidden_dropout(model, layers, float(cfg["base_hidden_dropout"]))
     trainable: list[nn.Parameter] = []
     for index, layer in enumerate(layers):
         kind = _layer_kind(layer)

@@ -538,6 +538,47 @@ def test_base_attention_dropout_refused_where_a_block_has_no_such_dropout(tiny_m
     assert "'bert'" in str(exc.value) and path in str(exc.value)
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "gpt2"])
+@pytest.mark.parametrize("attention_dropout", [True, False])
+def test_base_hidden_dropout_sets_every_hidden_dropout_and_no_other(tiny_models: dict[str, Path], arch: str,
+                                                                    attention_dropout: bool) -> None:
+    import re
+
+    task = "causal_lm" if arch == "gpt2" else "single_label"
+    kw: dict[str, Any] = {"base_attention_dropout": attention_dropout, "ffn_lora_rank": 2, "ffn_lora_dropout": 0.05}
+    before = _dropouts(build(tiny_models, "houlsby", arch, task, **kw))
+    model = build(tiny_models, "houlsby", arch, task, base_hidden_dropout=0.35, **kw)
+    after = _dropouts(model)
+    assert before.keys() == after.keys()
+    attn = {n for n in before if re.search(ATTN_PROB_DROPOUT[arch], n)}
+    lora = {n for n in before if ".lora_dropout." in n}
+    assert len(attn) == 2 and lora  # the tiny models have two blocks; the FFN LoRAs have their own dropout
+    assert all(after[n] == before[n] for n in attn | lora)  # attention probabilities and LoRA inputs: as asked
+    hidden = set(before) - attn - lora
+    assert len(hidden) >= 3  # the embeddings' and at least one in each of the two blocks
+    assert all(before[n] == 0.1 and after[n] == 0.35 for n in hidden), {n: (before[n], after[n]) for n in hidden}
+    assert model.method_config["base_hidden_dropout"] == 0.35
+
+
+def test_base_hidden_dropout_changes_only_the_rate(tiny_models: dict[str, Path]) -> None:
+    # torch draws one number an element whatever the rate, so after a forward pass in training the random
+    # stream is where it would be at the base's own rate: a seed's batches and later masks stay the same
+    outs = {}
+    for rate in (None, 0.3):
+        model = build(tiny_models, "houlsby", "bert", "single_label", base_hidden_dropout=rate)
+        model.train()
+        block_out = next(m for n, m in model.named_modules() if n.endswith("layer.0.output"))
+        x = torch.ones(4, 64, 32)
+        torch.manual_seed(7)
+        with torch.no_grad():
+            h = block_out.dropout(x)
+        outs[rate] = (h == 0, torch.rand(3))
+    (low, after_low), (high, after_high) = outs[None], outs[0.3]
+    assert 0.05 < low.float().mean() < 0.15 and 0.25 < high.float().mean() < 0.35
+    assert bool((low & ~high).sum() == 0)  # what 0.1 drops, 0.3 drops too
+    assert torch.equal(after_low, after_high)
+
+
 def test_base_attention_dropout_off_makes_bert_attention_deterministic(tiny_models: dict[str, Path]) -> None:
     # what the option is for: the self-attention itself is deterministic in training (so PyTorch may
     # take the fused kernel), while the block's hidden-state dropout still draws masks
@@ -678,6 +719,9 @@ def test_pickled_weights_refused(tiny_models: dict[str, Path], tmp_path: Path) -
         ("lora", {"lora_dropout": 1.5}, "method_config.lora_dropout"),
         ("houlsby", {"base_dropout": "no"}, "method_config.base_dropout"),
         ("houlsby", {"base_attention_dropout": 0}, "method_config.base_attention_dropout"),
+        ("houlsby", {"base_hidden_dropout": 0.95}, "method_config.base_hidden_dropout"),
+        ("pfeiffer", {"base_hidden_dropout": "0.2"}, "method_config.base_hidden_dropout"),
+        ("houlsby", {"base_hidden_dropout": 0.2, "base_dropout": False}, "method_config.base_hidden_dropout"),
         ("houlsby", {"ffn_lora_rank": -1}, "method_config.ffn_lora_rank"),
         ("houlsby", {"ffn_lora_out_rank": 1.5}, "method_config.ffn_lora_out_rank"),
         ("pfeiffer", {"ffn_lora_rank": 4}, "method_config.ffn_lora_rank"),
@@ -713,6 +757,7 @@ def test_validate_method_config_defaults_and_idempotence() -> None:
     assert validate_method_config("houlsby", {"bottleneck_size": 24}) == {
         "reduction_factor": None, "bottleneck_size": 24, "non_linearity": "swish", "skip_layers": 0,
         "train_layer_norms": False, "train_biases": "none", "base_dropout": True, "base_attention_dropout": True,
+        "base_hidden_dropout": None,
         "ffn_lora_rank": 0, "ffn_lora_out_rank": 0,
         "ffn_lora_dropout": 0.0, "ffn_lora_dora": False,
     }
