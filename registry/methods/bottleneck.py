@@ -218,6 +218,14 @@ def disable_dropout(model: nn.Module) -> int:
     return sum(_zero_dropout(module) for module in model.modules())
 
 
+def _attention_dropout(layer: nn.Module) -> nn.Module | None:
+    """The module at ``layer``'s attention-probability dropout path, or None (unknown kind, no such path)."""
+    kind = _layer_kind(layer)
+    if kind is None or not _has(layer, _KINDS[kind].attn_dropout):
+        return None
+    return layer.get_submodule(_KINDS[kind].attn_dropout)
+
+
 def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
     """Set the dropout on attention probabilities of every block in ``layers`` to p=0, leaving the
     hidden-state dropouts as they are; return how many. Blocks of unknown kinds are left alone (the
@@ -228,13 +236,13 @@ def disable_attention_dropout(layers: nn.ModuleList, model_type: str) -> int:
         kind = _layer_kind(layer)
         if kind is None:
             continue
-        path = _KINDS[kind].attn_dropout
+        module = _attention_dropout(layer)
         # refused, not skipped, where the path is missing or holds no dropout: the job would otherwise
         # train with the attention dropout the user asked to turn off
-        if not (_has(layer, path) and _zero_dropout(layer.get_submodule(path))):
+        if module is None or not _zero_dropout(module):
             raise InvalidInput(
                 f"base_attention_dropout=false is not supported for the architecture {model_type!r} "
-                f"(block {type(layer).__name__} has no attention dropout at {path!r})",
+                f"(block {type(layer).__name__} has no attention dropout at {_KINDS[kind].attn_dropout!r})",
                 field="method_config.base_attention_dropout",
             )
         count += 1
@@ -246,11 +254,7 @@ def set_hidden_dropout(model: nn.Module, layers: nn.ModuleList, rate: float) -> 
     embeddings' and each block's attention-output and FFN-output dropouts, in BERT) to ``rate``; return
     how many. torch draws one number an element whatever the rate, so the random stream, and with it the
     batches and every other mask, stays as it was: a seed differs from the base's rate only in the rate."""
-    skip: set[int] = set()
-    for layer in layers:
-        kind = _layer_kind(layer)
-        if kind is not None and _has(layer, _KINDS[kind].attn_dropout):
-            skip.add(id(layer.get_submodule(_KINDS[kind].attn_dropout)))
+    skip = {id(m) for m in map(_attention_dropout, layers) if m is not None}
     count = 0
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd) and id(module) not in skip:
