@@ -1351,6 +1351,18 @@ _COLOURS = {
     "houlsby_lokr_ffn_nodrop": "#e6550d",
     "houlsby_ia3_ffn_nodrop": "#756bb1",
 }
+# for configurations without a fixed colour; a figure gives each one that no other column in it uses
+_SPARE_COLOURS = ("#2ca02c", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def _figure_colours(configs: list[str]) -> dict[str, str]:
+    """Each configuration's colour in one figure: its fixed one, else a spare colour not yet in the figure."""
+    colours = {c: _COLOURS[c] for c in configs if c in _COLOURS}
+    spare = [x for x in _SPARE_COLOURS if x not in colours.values()]
+    for c in configs:
+        if c not in colours:
+            colours[c] = spare.pop(0) if spare else "#2ca02c"
+    return colours
 
 
 def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
@@ -1396,6 +1408,7 @@ def _svg_seeds(
     panels.append(("mean of the three", seed_means(table)))
     panels = [(title, cell) for title, cell in panels if any(c in configs for c, _ in cell)]
     has_mean = panels[-1][0] == "mean of the three"  # only when some seed has every task
+    colours = _figure_colours(configs)
     plot_w = 200 if len(configs) <= 4 else 60 * len(configs)  # room for every column's label
     panel_w, plot_h, top, left = plot_w + 50, 260, 60, 50
     w = max(left + panel_w * len(panels), 760)
@@ -1427,13 +1440,16 @@ def _svg_seeds(
             parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{yt}" y2="{yt}" stroke="#eee"/>')
             parts.append(f'<text x="{x0 - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="10">{tick:g}</text>')
             tick += step
+        col_w = plot_w / len(configs)
         for j, c in enumerate(configs):
-            cx = x0 + plot_w * (j + 0.5) / len(configs)
-            colour = _COLOURS.get(c, "#2ca02c")
+            cx = x0 + col_w * (j + 0.5)
+            colour = colours[c]
             seeds = sorted(s for (cc, s) in cell if cc == c)
             vs = [cell[(c, s)] for s in seeds]
+            # spread the seeds so equal scores stay visible, at most 4 px apart and inside the column
+            gap = min(4.0, (col_w - 10) / max(1, len(seeds) - 1))
             for k, (s, v) in enumerate(zip(seeds, vs, strict=True)):
-                dx = (k - (len(seeds) - 1) / 2) * 4  # spread the seeds so equal scores stay visible
+                dx = (k - (len(seeds) - 1) / 2) * gap
                 parts.append(
                     f'<circle cx="{cx + dx:.1f}" cy="{y(v):.1f}" r="3.5" fill="{colour}" fill-opacity="0.6">'
                     f"<title>{c} seed {s}: {v:.2f}</title></circle>"

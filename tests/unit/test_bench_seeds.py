@@ -98,6 +98,32 @@ def test_seeds_command_pairs_by_seed_and_draws(
     assert "stroke-dasharray" in text  # full fine-tuning's mean minus the margin
 
 
+def test_seed_figure_keeps_each_column_apart_and_coloured(bench: ModuleType, tmp_path: Path) -> None:
+    # twenty seeds of three configurations, two of them without a fixed colour: before, their dots ran
+    # into the next column (and past the panel) and both were drawn in the same green
+    import re
+
+    configs = ["full", "hybrid_a", "hybrid_b"]
+    table = {
+        (c, task, seed): {"report": {"accuracy": 0.8 + 0.001 * seed}}
+        for c in configs for task in bench.TASKS for seed in range(20)
+    }
+    svg = tmp_path / "many.svg"
+    bench._svg_seeds(table, configs, svg, "full", 0.5)
+    text = svg.read_text()
+    dots = re.findall(r'<circle cx="([\d.]+)" [^>]*fill="(#[0-9a-f]{6})"[^>]*><title>(\S+) seed', text)
+    assert len(dots) == 3 * 20 * (len(bench.TASKS) + 1)
+    colour = {c: {f for _, f, cc in dots if cc == c} for c in configs}
+    assert all(len(v) == 1 for v in colour.values()) and len({next(iter(v)) for v in colour.values()}) == 3
+    # per panel, every dot lies inside its own third of the 200-px plot
+    for panel in range(len(bench.TASKS) + 1):
+        x0 = 50 + panel * 250
+        for j, c in enumerate(configs):
+            xs = [float(x) for x, _, cc in dots if cc == c and x0 <= float(x) <= x0 + 200]
+            assert len(xs) == 20
+            assert min(xs) >= x0 + 200 * j / 3 and max(xs) <= x0 + 200 * (j + 1) / 3
+
+
 def test_seeds_command_on_one_task_draws_that_task_only(bench: ModuleType, tmp_path: Path) -> None:
     # a screen run on SST-2 only, next to a baseline file that also holds CoLA and another configuration
     runs = [_run("full", "cola", 1e-4, 0.7, 0.7, 43), _run("pfeiffer", "sst2", 1e-3, 0.8, 0.8, 43)]
