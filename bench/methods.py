@@ -2046,6 +2046,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
 
     panels = [*summary["tasks"], "mean"] if len(summary["tasks"]) > 1 else list(summary["tasks"])
     items = sorted(summary["configs"].items(), key=lambda kv: kv[1]["share"])
+    colours = _figure_colours([c for c, _ in items])
 
     def cell(entry: dict[str, Any], panel: str) -> dict[str, Any]:
         return entry["mean"] if panel == "mean" else entry["tasks"].get(panel, {"gaps": {}})
@@ -2090,7 +2091,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
                     f'font-size="10">{pct:g} %</text>'
                 )
         for c, e in items:
-            colour = _COLOURS.get(c, "#2ca02c")
+            colour = colours[c]
             cx = x(x0, e["share"] * 100)
             data = cell(e, panel)
             pts = sorted(data["gaps"].items())
@@ -2116,7 +2117,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
             for j, (c, e) in enumerate(items):
                 parts.append(
                     f'<text x="{left + col_w * (j % 4):.0f}" y="{top + plot_h + 32 + 14 * (j // 4)}" font-size="11" '
-                    f'fill="{_COLOURS.get(c, "#2ca02c")}">{c} ({e["share"]:.2%})</text>'
+                    f'fill="{colours[c]}">{c} ({e["share"]:.2%})</text>'
                 )
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -287,6 +287,31 @@ def test_width_command_places_each_gap_at_its_share_and_pairs_by_seed(
     assert "| houlsby_nodrop | 1.00% |" in table and table.index("houlsby_nodrop |") < table.index("houlsby96_nodrop |")
 
 
+def test_width_figure_gives_each_unlisted_configuration_its_own_colour(bench: ModuleType, tmp_path: Path) -> None:
+    # two configurations without a fixed colour: before, both were drawn (dots, bars, legend) in the same green
+    import re
+
+    def entry(share: float, gap: float) -> dict[str, object]:
+        cell = {"gaps": {"43": gap, "44": gap + 0.2}, "gap": gap + 0.1, "ci95": [gap - 1.0, gap + 1.2]}
+        return {"share": share, "tasks": {"sst2": cell}, "mean": cell}
+
+    summary = {
+        "baseline": "full", "tasks": ["sst2"], "split": "report",
+        "configs": {"hybrid_a": entry(0.0146, -0.4), "hybrid_b": entry(0.0143, -0.3), "houlsby": entry(0.01, -0.7)},
+    }
+    svg = tmp_path / "w.svg"
+    bench._svg_width(summary, svg, 0.5, 0.015)
+    text = svg.read_text()
+    dots = re.findall(r'<circle [^>]*fill="(#[0-9a-f]{6})"[^>]*><title>(\S+), sst2, seed', text)
+    assert len(dots) == 3 * 2
+    colour = {c: {f for f, cc in dots if cc == c} for c in summary["configs"]}
+    assert all(len(v) == 1 for v in colour.values())
+    assert len({next(iter(v)) for v in colour.values()}) == 3
+    assert colour["houlsby"] == {bench._COLOURS["houlsby"]}
+    for c, (f,) in colour.items():  # the legend names each configuration in its dots' colour
+        assert re.search(rf'fill="{f}">{c} \(', text)
+
+
 def test_width_refuses_a_configuration_with_two_shares(bench: ModuleType, tmp_path: Path) -> None:
     runs = [
         _sized(_run("full", "sst2", 1e-4, 0.86, 0.86, 43), 100, 100),
