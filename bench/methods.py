@@ -2595,8 +2595,12 @@ def confirm_runs(plan: dict[str, Any], files: list[str]) -> dict[tuple[str, str,
         d = json.loads(Path(p).read_text())
         hp = d.get("meta", {}).get("hp", {})
         device = file_device(d)
-        if float(hp.get("epochs", HP["epochs"])) != plan["epochs"]:
-            raise SystemExit(f"{p}: {hp.get('epochs')} epochs; the plan trains {plan['epochs']}")
+        # the training protocol is the plan's (older files leave out what was then the default)
+        got = {k: hp.get(k, HP.get(k)) for k in {*plan["hp"], *hp} - {"seed"}}
+        if got != plan["hp"]:
+            diff = ", ".join(f"{k} {got.get(k)} (plan: {plan['hp'].get(k)})" for k in sorted(got)
+                             if got.get(k) != plan["hp"].get(k))
+            raise SystemExit(f"{p}: trained with {diff}")
         for r in d.get("runs", []):
             if "error" in r:
                 continue
@@ -2690,7 +2694,12 @@ def cmd_verdict(args: argparse.Namespace) -> None:
     plan = load_plan(Path(args.plan))
     files = args.files or sorted(str(p) for p in (ROOT / plan["results"]).glob("*.json"))
     runs = confirm_runs(plan, files)
-    summary: dict[str, Any] = {}
+    started = {s for (_, _, s) in runs}
+    # a GPU call or a CPU queue starts here: a seed is one draw, never run twice
+    next_seed = max(started) + 1 if started else plan["first_seed"]
+    print(f"{len(files)} files, {len(runs)} runs of the plan's configurations; next seed no run has started: "
+          f"{next_seed}")
+    summary: dict[str, Any] = {"next_seed": next_seed}
     for config, target in plan["configs"].items():
         seeded, stop = confirm_gaps(plan, runs, config)
         v = confirm_verdict(plan, [g for _, g in seeded])

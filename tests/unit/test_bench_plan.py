@@ -56,7 +56,8 @@ def test_the_old_rule_claims_too_often(bench: ModuleType) -> None:
 
 def _plan(tmp_path: Path, looks: list[int], critical: list[float]) -> dict[str, object]:
     plan = {
-        "baseline": "full", "configs": {HYBRID: "target 1"}, "lrs": LRS, "epochs": 3, "first_seed": 63,
+        "baseline": "full", "configs": {HYBRID: "target 1"}, "lrs": LRS, "first_seed": 63,
+        "hp": {"epochs": 3, "batch_size": 32, "max_length": 128, "warmup_ratio": 0.06, "weight_decay": 0.0},
         "looks": looks, "shape": "obrien-fleming", "alpha": 0.025, "margin": 0.5, "sims": 1000, "rng_seed": 1,
         "critical": critical, "results": "unused",
     }
@@ -66,7 +67,7 @@ def _plan(tmp_path: Path, looks: list[int], critical: list[float]) -> dict[str, 
 
 def _write(
     path: Path, seed: int, gap: float, *, device: str = "cpu", skip: tuple[str, str] | None = None,
-    lr_scale: float = 1.0, epochs: int = 3,
+    lr_scale: float = 1.0, hp: dict[str, object] | None = None,
 ) -> None:
     """One seed's six runs: full at 0.80 on every task, the hybrid ``gap`` points below on each."""
     runs = []
@@ -76,7 +77,8 @@ def _write(
                 continue
             runs.append({"config": config, "task": task, "lr": lr * lr_scale, "seed": seed,
                          "select": {"accuracy": acc, "matthews_corr": acc}, "report": {"accuracy": acc}})
-    path.write_text(json.dumps({"meta": {"hp": {"epochs": epochs}, "device": device}, "runs": runs}))
+    meta_hp = {"epochs": 3, "batch_size": 32, "max_length": 128, "warmup_ratio": 0.06, "seed": seed, **(hp or {})}
+    path.write_text(json.dumps({"meta": {"hp": meta_hp, "device": device}, "runs": runs}))
 
 
 def _verdict(bench: ModuleType, tmp_path: Path, files: list[Path]) -> dict[str, Any]:
@@ -97,7 +99,8 @@ def test_verdict_reads_the_gap_only_at_the_looks(
     # five seeds: the look at 3 is read (and here decides), nothing between looks is
     v = _verdict(bench, tmp_path, files[:2])
     assert v["verdict"] == "waiting" and v["looks"] == [] and v["next_look"] == 3
-    assert "not a result" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not a result" in out and "next seed no run has started: 65" in out
     v = _verdict(bench, tmp_path, files)
     assert v["seeds"] == [63, 64, 65, 66, 67] and v["count_stops_at"] == "seed 68 lacks full sst2, full cola, " \
         f"full subj, {HYBRID} sst2, {HYBRID} cola, {HYBRID} subj"
@@ -135,7 +138,8 @@ def test_a_seed_begun_cannot_be_left_out(bench: ModuleType, tmp_path: Path) -> N
     ("kwargs", "seed", "message"),
     [
         ({"lr_scale": 3.0}, 63, "the plan fixes"),
-        ({"epochs": 6}, 63, "the plan trains 3"),
+        ({"hp": {"epochs": 6}}, 63, r"epochs 6 \(plan: 3\)"),
+        ({"hp": {"max_steps": 2}}, 63, r"max_steps 2 \(plan: None\)"),  # a smoke run
         ({}, 62, "counts seeds from 63"),
     ],
 )
