@@ -2711,9 +2711,9 @@ def cmd_verdict(args: argparse.Namespace) -> None:
             print(f"  look at {look['seeds']} seeds: {look['gap']:+.2f} [{lo:+.2f}, {hi:+.2f}] "
                   f"(critical {look['critical']}) -> {look['decision'] or 'go on'}")
         if v["verdict"] == "waiting":
-            done = f", mean so far {statistics.mean(summary[config]['gaps']):+.2f}" if seeded else ""
-            print(f"  verdict: waiting for the look at {v['next_look']} seeds{done} (not a result: the plan "
-                  "reads the gap only at its looks)")
+            # no running mean: between looks the gap is not a result, and printing it invites the old rule
+            print(f"  verdict: waiting for the look at {v['next_look']} seeds (the plan reads the gap only at "
+                  "its looks)")
         else:
             print(f"  verdict: {v['verdict']}")
     if args.out:

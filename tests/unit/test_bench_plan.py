@@ -100,7 +100,7 @@ def test_verdict_reads_the_gap_only_at_the_looks(
     v = _verdict(bench, tmp_path, files[:2])
     assert v["verdict"] == "waiting" and v["looks"] == [] and v["next_look"] == 3
     out = capsys.readouterr().out
-    assert "not a result" in out and "next seed no run has started: 65" in out
+    assert "only at its looks" in out and "mean" not in out and "next seed no run has started: 65" in out
     v = _verdict(bench, tmp_path, files)
     assert v["seeds"] == [63, 64, 65, 66, 67] and v["count_stops_at"] == "seed 68 lacks full sst2, full cola, " \
         f"full subj, {HYBRID} sst2, {HYBRID} cola, {HYBRID} subj"
