@@ -2667,6 +2667,71 @@ def confirm_verdict(plan: dict[str, Any], gaps: list[float]) -> dict[str, Any]:
     return {"verdict": "waiting", "looks": looks, "next_look": plan["looks"][len(looks)]}
 
 
+def plan_boundaries(plan: dict[str, Any], sd: float) -> list[tuple[int, float, float]]:
+    """(seeds, met above, missed below) at each look: the mean gap the plan needs there if the paired
+    gaps' sd is ``sd`` (the verdict uses the sd each look measures)."""
+    m = plan["margin"]
+    return [(n, -m + c * sd / math.sqrt(n), -m - c * sd / math.sqrt(n))
+            for n, c in zip(plan["looks"], plan["critical"], strict=True)]
+
+
+def _svg_plan(plan: dict[str, Any], sds: dict[str, float], marks: dict[str, float], path: Path) -> None:
+    """The mean gap each look needs for "met" (above the upper curve) or "missed" (below the lower one),
+    one pair of curves per sd, with the margin and the exploratory estimates as horizontal lines."""
+    w, h, left, top, pw, ph = 760, 400, 60, 50, 520, 300
+    xs = [0, plan["looks"][-1] + 2]
+    lo, hi = -1.3, 0.3
+    colours = _SPARE_COLOURS
+
+    def x(n: float) -> float:
+        return left + (n - xs[0]) / (xs[1] - xs[0]) * pw
+
+    def y(v: float) -> float:
+        return top + ph - (min(max(v, lo), hi) - lo) / (hi - lo) * ph
+
+    parts = [
+        *_svg_frame(w, h),
+        f'<text x="{left}" y="20" font-size="14">Issue #3\'s registered plan: the mean gap to full fine-tuning '
+        "each look needs (points)</text>",
+        f'<text x="{left}" y="38" font-size="12">"met" above the upper curve, "missed" below the lower one; '
+        f"seeds from {plan['first_seed']}; {plan['shape']}, {plan['alpha']:g} per side.</text>",
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+    ]
+    for v in (0.2, 0.0, -0.2, -0.4, -0.6, -0.8, -1.0, -1.2):
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{v:+.1f}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
+    for n in plan["looks"]:
+        parts.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{top}" y2="{top + ph}" stroke="#ddd"/>')
+        parts.append(f'<text x="{x(n):.1f}" y="{top + ph + 14}" text-anchor="middle" font-size="10">{n}</text>')
+    parts.append(f'<text x="{left + pw / 2}" y="{top + ph + 30}" text-anchor="middle" font-size="11">'
+                 "complete paired seeds at the look</text>")
+    m = plan["margin"]
+    parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(-m):.1f}" y2="{y(-m):.1f}" stroke="#000" '
+                 f'stroke-dasharray="6,3"><title>minus the margin, {-m:+.2f}</title></line>')
+    parts.append(f'<text x="{left + pw - 4}" y="{y(-m) + 14:.1f}" text-anchor="end" font-size="10">'
+                 f"minus the margin, {-m:+.2f}</text>")
+    for k, (label, v) in enumerate(marks.items()):
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#888" '
+                     f'stroke-dasharray="2,3"><title>{label}: {v:+.2f}</title></line>')
+        parts.append(f'<text x="{left + pw + 6}" y="{y(v) + 4 + 12 * (k % 2):.1f}" font-size="10" fill="#555">'
+                     f"{label} {v:+.2f}</text>")
+    for i, (label, sd) in enumerate(sds.items()):
+        colour = colours[i % len(colours)]
+        bounds = plan_boundaries(plan, sd)
+        for side in (1, 2):
+            pts = " ".join(f"{x(b[0]):.1f},{y(b[side]):.1f}" for b in bounds)
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            for b in bounds:
+                parts.append(f'<circle cx="{x(b[0]):.1f}" cy="{y(b[side]):.1f}" r="3" fill="{colour}">'
+                             f"<title>{label}, {b[0]} seeds: {'met above' if side == 1 else 'missed below'} "
+                             f"{b[side]:+.3f}</title></circle>")
+        parts.append(f'<text x="{left + 10}" y="{top + 16 + 14 * i}" font-size="11" fill="{colour}">'
+                     f"{label}</text>")
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     """The registered plan: its critical values recomputed (they must match), what it would conclude under
     a few true gaps, and how often the old look-after-every-seed rule would have claimed a false "met"."""
@@ -2684,6 +2749,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
         p = sequential_power(plan["looks"], plan["critical"], gap, sd, plan["margin"])
         print(f"| {gap:+.2f} | {sd:.2f} | {p['met']:.3f} | {p['missed']:.3f} | {1 - p['met'] - p['missed']:.3f} "
               f"| {p['seeds']:.1f} |")
+    for sd in (0.40, 0.48):
+        needs = plan_boundaries(plan, sd)
+        print(f"\nthe mean gap each look needs at an sd of {sd:.2f}: "
+              + "; ".join(f"{n} seeds: met above {a:+.3f}, missed below {b:+.3f}" for n, a, b in needs))
+    if args.svg:
+        sds = {"sd 0.40 (the hybrid's, seeds 43-61)": 0.40, "sd 0.48 (the candidate's)": 0.48}
+        marks = dict(kv.rsplit("=", 1) for kv in args.mark or [])
+        _svg_plan(plan, sds, {k: float(v) for k, v in marks.items()}, Path(args.svg))
+        print(f"wrote {args.svg}")
     print("\nthe old rule (a 95 % interval after every seed), false 'met' at a true gap of minus the margin:")
     for first, last in ((19, 19), (11, 19), (4, 19), (4, 31), (4, 65)):
         print(f"  looks at {first}..{last} seeds: {peeking_error(first, last):.3f}")
@@ -2845,6 +2919,8 @@ def main() -> None:
                    help="the split to score (select: the one the lr was picked on)")
     p = sub.add_parser("plan", help="issue #3's registered plan: critical values, power, the old rule's error")
     p.add_argument("--plan", default=str(PLAN_PATH))
+    p.add_argument("--svg", default=None, help="draw the mean gap each look needs")
+    p.add_argument("--mark", nargs="*", help="horizontal reference lines, e.g. 'hybrid, seeds 43-61=-0.35'")
     p = sub.add_parser("verdict", help="the registered plan's verdict on the seeds run after it")
     p.add_argument("files", nargs="*", help="default: every JSON file in the plan's results folder")
     p.add_argument("--plan", default=str(PLAN_PATH))

@@ -54,6 +54,23 @@ def test_the_old_rule_claims_too_often(bench: ModuleType) -> None:
     assert bench.peeking_error(4, 19, sims=100_000) > 0.08
 
 
+def test_plan_figure_draws_what_each_look_needs(bench: ModuleType, tmp_path: Path) -> None:
+    import re
+
+    plan = bench.load_plan()
+    # at sd 0.40 the first look needs a mean gap above -0.5 + 4.705 * 0.4 / sqrt(13) = +0.022
+    (n, met, missed), *_, (n_last, met_last, _) = bench.plan_boundaries(plan, 0.40)
+    assert (n, n_last) == (13, 65)
+    assert met == pytest.approx(0.022, abs=1e-3) and missed == pytest.approx(-1.022, abs=1e-3)
+    assert -0.5 < met_last < -0.39
+    svg = tmp_path / "plan.svg"
+    bench._svg_plan(plan, {"a": 0.40, "b": 0.48}, {"hybrid": -0.35}, svg)
+    text = svg.read_text()
+    titles = re.findall(r"<title>(\w), (\d+) seeds: (met above|missed below) ([+-][\d.]+)</title>", text)
+    assert len(titles) == 2 * 2 * len(plan["looks"])
+    assert ("a", "13", "met above", "+0.022") in titles and "hybrid -0.35" in text
+
+
 def _plan(tmp_path: Path, looks: list[int], critical: list[float]) -> dict[str, object]:
     plan = {
         "baseline": "full", "configs": {HYBRID: "target 1"}, "lrs": LRS, "first_seed": 63,
