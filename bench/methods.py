@@ -1469,9 +1469,7 @@ def _svg_seeds(
             parts.append(
                 f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{yt}" y2="{yt}" stroke="#555" stroke-dasharray="5,4"/>'
             )
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _svg_save(parts, path)
 
 
 def filter_table(
@@ -1692,9 +1690,7 @@ def _svg_devices(summary: dict[str, Any], columns: list[str], path: Path, margin
                                  f"{a:+.2f} to {b:+.2f}</title></line>")
             parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11" '
                          f'fill="{colour}">{name}</text>')
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _svg_save(parts, path)
 
 
 def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str, Any]]:
@@ -1727,6 +1723,12 @@ def budget_table(files: list[str]) -> dict[tuple[float, str, str, int], dict[str
 def file_device(d: dict[str, Any]) -> str:
     """The device a results file's runs trained on (``cuda`` or ``cpu``; ``?`` where it is not recorded)."""
     return str(d.get("meta", {}).get("device") or "?").split(":")[0]
+
+
+def _svg_save(parts: list[str], path: Path) -> None:
+    """Close a figure started with ``_svg_frame`` and write it, one element per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([*parts, "</svg>"]) + "\n")
 
 
 def _svg_frame(w: float, h: float) -> list[str]:
@@ -2119,9 +2121,7 @@ def _svg_width(summary: dict[str, Any], path: Path, margin: float, budget: float
                     f'<text x="{left + col_w * (j % 4):.0f}" y="{top + plot_h + 32 + 14 * (j // 4)}" font-size="11" '
                     f'fill="{colours[c]}">{c} ({e["share"]:.2%})</text>'
                 )
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _svg_save(parts, path)
 
 
 def cmd_width(args: argparse.Namespace) -> None:
@@ -2255,9 +2255,7 @@ def _svg_errors(summary: dict[str, Any], path: Path) -> None:
                          f'font-size="11">{name}</text>')
             parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 30}" text-anchor="middle" font-size="10" '
                          f'fill="#777">n={rows}</text>')
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _svg_save(parts, path)
 
 
 def cmd_errors(args: argparse.Namespace) -> None:
@@ -2448,9 +2446,7 @@ def _svg_delta(summary: dict[str, Any], path: Path, refs: dict[str, float]) -> N
                      f'stroke="#555" stroke-dasharray="{dash}"/>')
         parts.append(f'<text x="{left + plot_w + 36}" y="{ly + 4}" font-size="11" fill="#555">{name} {v:.2f}</text>')
         ly += 18
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _svg_save(parts, path)
 
 
 def cmd_delta(args: argparse.Namespace) -> None:
@@ -2727,9 +2723,7 @@ def _svg_plan(plan: dict[str, Any], sds: dict[str, float], marks: dict[str, floa
                              f"{b[side]:+.3f}</title></circle>")
         parts.append(f'<text x="{left + 10}" y="{top + 16 + 14 * i}" font-size="11" fill="{colour}">'
                      f"{label}</text>")
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _svg_save(parts, path)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
