@@ -2546,7 +2546,7 @@ def sequential_power(
 ) -> dict[str, float]:
     """What the plan would conclude if the true gap and the sd of the paired gaps were these: the chance
     of "met" (lower end above minus the margin at some look, before any "missed"), of "missed" (upper end
-    below it) and of neither, and the expected number of seeds run."""
+    below it; "not shown" is what is left of 1), and the expected number of seeds run."""
     import numpy as np
 
     shift = (gap + margin) / sd
