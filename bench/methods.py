@@ -2726,6 +2726,69 @@ def _svg_plan(plan: dict[str, Any], sds: dict[str, float], marks: dict[str, floa
     _svg_save(parts, path)
 
 
+def _svg_verdict(plan: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+    """Each look reached so far, per configuration: the mean paired gap with its interval at the look's
+    critical value, against the +-margin band the interval must lie inside for "met"."""
+    w, h, left, top, pw, ph = 880, 400, 60, 50, 520, 300
+    xs = [0, plan["looks"][-1] + 2]
+    lo, hi = -1.3, 0.7
+    m = plan["margin"]
+
+    def x(n: float) -> float:
+        return left + (n - xs[0]) / (xs[1] - xs[0]) * pw
+
+    def y(v: float) -> float:
+        return top + ph - (min(max(v, lo), hi) - lo) / (hi - lo) * ph
+
+    parts = [
+        *_svg_frame(w, h),
+        f'<text x="{left}" y="20" font-size="14">Issue #3\'s registered plan: the mean gap to full fine-tuning '
+        "at each look</text>",
+        f'<text x="{left}" y="38" font-size="12">bars: the interval at the look\'s critical value; "met" when it '
+        f'lies inside the shaded \u00b1{m:g} band, "missed" when wholly outside.</text>',
+        f'<rect x="{left}" y="{y(m):.1f}" width="{pw}" height="{y(-m) - y(m):.1f}" fill="#eef6ee"/>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+    ]
+    for v in (0.6, 0.4, 0.2, 0.0, -0.2, -0.4, -0.6, -0.8, -1.0, -1.2):
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{v:+.1f}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
+    for n, c in zip(plan["looks"], plan["critical"], strict=True):
+        parts.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{top}" y2="{top + ph}" stroke="#ddd"/>')
+        parts.append(f'<text x="{x(n):.1f}" y="{top + ph + 14}" text-anchor="middle" font-size="10">{n} '
+                     f"(c {c:g})</text>")
+    parts.append(f'<text x="{left + pw / 2}" y="{top + ph + 30}" text-anchor="middle" font-size="11">'
+                 "complete paired seeds at the look (critical value)</text>")
+    for v in (m, -m):
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#000" '
+                     f'stroke-dasharray="6,3"><title>margin {v:+.2f}</title></line>')
+    configs = list(plan["configs"])
+    for i, config in enumerate(configs):
+        colour = _SPARE_COLOURS[i % len(_SPARE_COLOURS)]
+        entry = summary[config]
+        # side by side at each look, so two intervals never hide each other
+        dx = (i - (len(configs) - 1) / 2) * 6
+        for look in entry["looks"]:
+            (ilo, ihi), cx = look["interval"], x(look["seeds"]) + dx
+            decision = look["decision"] or "go on"
+            tip = (f"{config}, look at {look['seeds']} seeds: {look['gap']:+.2f} [{ilo:+.2f}, {ihi:+.2f}] "
+                   f"-> {decision}")
+            parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(ihi):.1f}" y2="{y(ilo):.1f}" '
+                         f'stroke="{colour}" stroke-width="2"><title>{tip}</title></line>')
+            parts.append(f'<circle cx="{cx:.1f}" cy="{y(look["gap"]):.1f}" r="4" fill="{colour}">'
+                         f"<title>{tip}</title></circle>")
+            side, anchor = (8, "start") if dx >= 0 else (-8, "end")
+            parts.append(f'<text x="{cx + side:.1f}" y="{y(look["gap"]) + 4:.1f}" text-anchor="{anchor}" '
+                         f'font-size="10" fill="{colour}">{look["gap"]:+.2f}</text>')
+        verdict = entry["verdict"]
+        if verdict == "waiting":
+            verdict = f"waiting for the look at {entry['next_look']} seeds"
+        parts.append(f'<text x="{left + pw + 10}" y="{top + 14 + 34 * i}" font-size="11" fill="{colour}">'
+                     f"{config}</text>")
+        parts.append(f'<text x="{left + pw + 10}" y="{top + 28 + 34 * i}" font-size="10" fill="#555">'
+                     f"{entry['target'].split(':')[0]}: {verdict}</text>")
+    _svg_save(parts, path)
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     """The registered plan: its critical values recomputed (they must match), what it would conclude under
     a few true gaps, and how often the old look-after-every-seed rule would have claimed a false "met"."""
@@ -2786,6 +2849,9 @@ def cmd_verdict(args: argparse.Namespace) -> None:
             print(f"  verdict: {v['verdict']}")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    if args.svg:
+        _svg_verdict(plan, summary, Path(args.svg))
+        print(f"wrote {args.svg}")
 
 
 def main() -> None:
@@ -2919,6 +2985,7 @@ def main() -> None:
     p.add_argument("files", nargs="*", help="default: every JSON file in the plan's results folder")
     p.add_argument("--plan", default=str(PLAN_PATH))
     p.add_argument("--out", default=None)
+    p.add_argument("--svg", default=None, help="draw each look's gap and interval against the margin")
     p = sub.add_parser("delta", help="full fine-tuning's weight changes: their rank and what cutting them costs")
     p.add_argument("files", nargs="+", help="accuracy --keep-weights files (seedN-full-TASK.safetensors)")
     p.add_argument("--carry", default=".bench-carry")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,8 +56,6 @@ def test_the_old_rule_claims_too_often(bench: ModuleType) -> None:
 
 
 def test_plan_figure_draws_what_each_look_needs(bench: ModuleType, tmp_path: Path) -> None:
-    import re
-
     plan = bench.load_plan()
     # at sd 0.40 the first look needs a mean gap above -0.5 + 4.705 * 0.4 / sqrt(13) = +0.022
     (n, met, missed), *_, (n_last, met_last, _) = bench.plan_boundaries(plan, 0.40)
@@ -98,10 +97,10 @@ def _write(
     path.write_text(json.dumps({"meta": {"hp": meta_hp, "device": device}, "runs": runs}))
 
 
-def _verdict(bench: ModuleType, tmp_path: Path, files: list[Path]) -> dict[str, Any]:
+def _verdict(bench: ModuleType, tmp_path: Path, files: list[Path], svg: Path | None = None) -> dict[str, Any]:
     out = tmp_path / "verdict.json"
     bench.cmd_verdict(argparse.Namespace(plan=str(tmp_path / "plan.json"), files=[str(f) for f in files],
-                                         out=str(out)))
+                                         out=str(out), svg=str(svg) if svg else None))
     return dict(json.loads(out.read_text())[HYBRID])
 
 
@@ -135,9 +134,17 @@ def test_verdict_says_missed_and_not_shown(bench: ModuleType, tmp_path: Path) ->
     edge = [tmp_path / f"edge{s}.json" for s in range(63, 69)]
     for f, (s, gap) in zip(edge, enumerate([-0.1, -0.9, -0.3, -0.7, -0.5, -0.5], start=63), strict=True):
         _write(f, s, gap)
-    v = _verdict(bench, tmp_path, edge)
+    svg = tmp_path / "verdict.svg"
+    v = _verdict(bench, tmp_path, edge, svg=svg)
     assert v["verdict"] == "not shown" and [look["seeds"] for look in v["looks"]] == [3, 6]
     assert all(look["decision"] is None for look in v["looks"])
+    # the figure draws each look's mean and interval (bar and point carry the same tooltip), and the verdict
+    tips = re.findall(rf"<title>{HYBRID}, look at (\d+) seeds: ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] "
+                      r"-> ([\w ]+)</title>", svg.read_text())
+    expected = [(str(look["seeds"]), f"{look['gap']:+.2f}", f"{look['interval'][0]:+.2f}",
+                 f"{look['interval'][1]:+.2f}", "go on") for look in v["looks"]]
+    assert tips == [e for e in expected for _ in range(2)] and tips[2][1] == "-0.50"
+    assert "target 1: not shown" in svg.read_text()
 
 
 def test_a_seed_begun_cannot_be_left_out(bench: ModuleType, tmp_path: Path) -> None:
