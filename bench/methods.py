@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -2671,36 +2672,62 @@ def plan_boundaries(plan: dict[str, Any], sd: float) -> list[tuple[int, float, f
             for n, c in zip(plan["looks"], plan["critical"], strict=True)]
 
 
-def _svg_plan(plan: dict[str, Any], sds: dict[str, float], marks: dict[str, float], path: Path) -> None:
-    """The mean gap each look needs for "met" (above the upper curve) or "missed" (below the lower one),
-    one pair of curves per sd, with the margin and the exploratory estimates as horizontal lines."""
-    w, h, left, top, pw, ph = 760, 400, 60, 50, 520, 300
-    xs = [0, plan["looks"][-1] + 2]
-    lo, hi = -1.3, 0.3
-    colours = _SPARE_COLOURS
+# left, top, width and height of the plot area in both figures of the registered plan
+_LOOK_AXES = (60, 50, 520, 300)
+
+
+def _svg_look_axes(
+    plan: dict[str, Any], w: float, lo: float, hi: float, title: str, subtitle: str, xlabel: str,
+    tick: Callable[[int, float], str], band: float | None = None,
+) -> tuple[list[str], Callable[[float], float], Callable[[float], float]]:
+    """The frame both plan figures share: the mean gap (``lo``..``hi``) against the plan's looks, one
+    vertical line per look, and an optional shaded band of +-``band`` around zero. Returns the parts so
+    far and the two coordinate maps."""
+    left, top, pw, ph = _LOOK_AXES
+    span = plan["looks"][-1] + 2
 
     def x(n: float) -> float:
-        return left + (n - xs[0]) / (xs[1] - xs[0]) * pw
+        return left + n / span * pw
 
     def y(v: float) -> float:
         return top + ph - (min(max(v, lo), hi) - lo) / (hi - lo) * ph
 
     parts = [
-        *_svg_frame(w, h),
+        *_svg_frame(w, top + ph + 50),
         f'<text x="{left}" y="20" font-size="14">Issue #3\'s registered plan: the mean gap to full fine-tuning '
-        "each look needs (points)</text>",
-        f'<text x="{left}" y="38" font-size="12">"met" above the upper curve, "missed" below the lower one; '
-        f"seeds from {plan['first_seed']}; {plan['shape']}, {plan['alpha']:g} per side.</text>",
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+        f"{title}</text>",
+        f'<text x="{left}" y="38" font-size="12">{subtitle}</text>',
     ]
-    for v in (0.2, 0.0, -0.2, -0.4, -0.6, -0.8, -1.0, -1.2):
+    if band is not None:
+        parts.append(f'<rect x="{left}" y="{y(band):.1f}" width="{pw}" height="{y(-band) - y(band):.1f}" '
+                     'fill="#eef6ee"/>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    v = round(hi - 0.1, 1)
+    while v > lo:
         parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{v:+.1f}</text>')
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
-    for n in plan["looks"]:
+        v = round(v - 0.2, 1)
+    for n, c in zip(plan["looks"], plan["critical"], strict=True):
         parts.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{top}" y2="{top + ph}" stroke="#ddd"/>')
-        parts.append(f'<text x="{x(n):.1f}" y="{top + ph + 14}" text-anchor="middle" font-size="10">{n}</text>')
+        parts.append(f'<text x="{x(n):.1f}" y="{top + ph + 14}" text-anchor="middle" font-size="10">'
+                     f"{tick(n, c)}</text>")
     parts.append(f'<text x="{left + pw / 2}" y="{top + ph + 30}" text-anchor="middle" font-size="11">'
-                 "complete paired seeds at the look</text>")
+                 f"{xlabel}</text>")
+    return parts, x, y
+
+
+def _svg_plan(plan: dict[str, Any], sds: dict[str, float], marks: dict[str, float], path: Path) -> None:
+    """The mean gap each look needs for "met" (above the upper curve) or "missed" (below the lower one),
+    one pair of curves per sd, with the margin and the exploratory estimates as horizontal lines."""
+    left, top, pw = _LOOK_AXES[:3]
+    colours = _SPARE_COLOURS
+    parts, x, y = _svg_look_axes(
+        plan, 760, -1.3, 0.3,
+        "each look needs (points)",
+        f'"met" above the upper curve, "missed" below the lower one; seeds from {plan["first_seed"]}; '
+        f"{plan['shape']}, {plan['alpha']:g} per side.",
+        "complete paired seeds at the look", lambda n, c: f"{n}",
+    )
     m = plan["margin"]
     parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(-m):.1f}" y2="{y(-m):.1f}" stroke="#000" '
                  f'stroke-dasharray="6,3"><title>minus the margin, {-m:+.2f}</title></line>')
@@ -2729,35 +2756,15 @@ def _svg_plan(plan: dict[str, Any], sds: dict[str, float], marks: dict[str, floa
 def _svg_verdict(plan: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     """Each look reached so far, per configuration: the mean paired gap with its interval at the look's
     critical value, against the +-margin band the interval must lie inside for "met"."""
-    w, h, left, top, pw, ph = 880, 400, 60, 50, 520, 300
-    xs = [0, plan["looks"][-1] + 2]
-    lo, hi = -1.3, 0.7
     m = plan["margin"]
-
-    def x(n: float) -> float:
-        return left + (n - xs[0]) / (xs[1] - xs[0]) * pw
-
-    def y(v: float) -> float:
-        return top + ph - (min(max(v, lo), hi) - lo) / (hi - lo) * ph
-
-    parts = [
-        *_svg_frame(w, h),
-        f'<text x="{left}" y="20" font-size="14">Issue #3\'s registered plan: the mean gap to full fine-tuning '
-        "at each look</text>",
-        f'<text x="{left}" y="38" font-size="12">bars: the interval at the look\'s critical value; "met" when it '
-        f'lies inside the shaded \u00b1{m:g} band, "missed" when wholly outside.</text>',
-        f'<rect x="{left}" y="{y(m):.1f}" width="{pw}" height="{y(-m) - y(m):.1f}" fill="#eef6ee"/>',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
-    ]
-    for v in (0.6, 0.4, 0.2, 0.0, -0.2, -0.4, -0.6, -0.8, -1.0, -1.2):
-        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{v:+.1f}</text>')
-        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
-    for n, c in zip(plan["looks"], plan["critical"], strict=True):
-        parts.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{top}" y2="{top + ph}" stroke="#ddd"/>')
-        parts.append(f'<text x="{x(n):.1f}" y="{top + ph + 14}" text-anchor="middle" font-size="10">{n} '
-                     f"(c {c:g})</text>")
-    parts.append(f'<text x="{left + pw / 2}" y="{top + ph + 30}" text-anchor="middle" font-size="11">'
-                 "complete paired seeds at the look (critical value)</text>")
+    left, top, pw = _LOOK_AXES[:3]
+    parts, x, y = _svg_look_axes(
+        plan, 880, -1.3, 0.7,
+        "at each look",
+        f'bars: the interval at the look\'s critical value; "met" when it lies inside the shaded \u00b1{m:g} '
+        'band, "missed" when wholly outside.',
+        "complete paired seeds at the look (critical value)", lambda n, c: f"{n} (c {c:g})", band=m,
+    )
     for v in (m, -m):
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#000" '
                      f'stroke-dasharray="6,3"><title>margin {v:+.2f}</title></line>')
